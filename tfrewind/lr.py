@@ -1,0 +1,139 @@
+"""Learning-rate schedules that can be rewound.
+
+The LR is a pure function of the step it is given; rewinding is giving it
+another step. `Rewindable` reads `optimizer.iterations - offset` (or a constant
+fine-tuning LR) from variables that `RewindCallback` sets at a prune, so the
+whole computation stays inside the compiled train step: it works with
+`steps_per_execution > 1`, XLA and distribution strategies, where a Python
+callback setting the LR every batch would not.
+"""
+
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+import tf_keras as keras
+
+LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+@keras.utils.register_keras_serializable(package="tfrewind")
+class StepDecay(LearningRateSchedule):
+  """`initial` multiplied by `factor` after each boundary (the papers' schedules).
+
+  The LR of the update made at step s (s = optimizer.iterations before the
+  update, from 0) is initial * factor**(number of boundaries <= s): Mikler's
+  ResNets use StepDecay(0.1, [36000, 54000], 0.1), so updates 0..35999 use 0.1.
+
+  Example:
+    >>> float(StepDecay(0.1, [10], 0.1)(10))
+    0.01
+  """
+
+  def __init__(self, initial: float, boundaries: Sequence[int], factor: float):
+    if sorted(boundaries) != list(boundaries):
+      raise ValueError(f"boundaries must be increasing, got {list(boundaries)}")
+    self.initial = float(initial)
+    self.boundaries = [int(b) for b in boundaries]
+    self.factor = float(factor)
+    # Values computed once in float64 then rounded, so 0.1 * 0.1 is exactly float32(0.01).
+    self._values = [np.float32(self.initial * self.factor ** i)
+                    for i in range(len(self.boundaries) + 1)]
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.int64)
+    index = tf.reduce_sum(tf.cast(step >= tf.constant(self.boundaries or [np.iinfo(np.int64).max],
+                                                      tf.int64), tf.int32))
+    return tf.gather(tf.constant(self._values, tf.float32), index)
+
+  def value(self, step: int) -> float:
+    """The same LR computed in NumPy (for tests and tables)."""
+    return float(self._values[int(np.sum(np.asarray(self.boundaries) <= step))])
+
+  def get_config(self):
+    return {"initial": self.initial, "boundaries": self.boundaries, "factor": self.factor}
+
+
+@keras.utils.register_keras_serializable(package="tfrewind")
+class Tabulated(LearningRateSchedule):
+  """A Python `step -> lr` function evaluated once per step into a table.
+
+  Lets any Python function drive a compiled train step exactly; steps past the
+  table use its last value.
+  """
+
+  def __init__(self, values: Sequence[float]):
+    self.values = [float(v) for v in values]
+    self._table = None
+
+  @classmethod
+  def from_function(cls, fn: Callable[[int], float], steps: int) -> "Tabulated":
+    return cls([fn(s) for s in range(int(steps))])
+
+  def __call__(self, step):
+    if self._table is None:
+      self._table = tf.constant(self.values, tf.float32)
+    step = tf.clip_by_value(tf.cast(step, tf.int64), 0, len(self.values) - 1)
+    return tf.gather(self._table, step)
+
+  def get_config(self):
+    return {"values": self.values}
+
+
+def as_schedule(lr: Union[float, LearningRateSchedule, Callable[[int], float]],
+                steps: int) -> LearningRateSchedule:
+  """A LearningRateSchedule from a float, a schedule, or a `step -> lr` function."""
+  if isinstance(lr, LearningRateSchedule):
+    return lr
+  if isinstance(lr, (int, float, np.floating)):
+    return StepDecay(float(lr), [], 1.0)
+  if callable(lr):
+    return Tabulated.from_function(lr, steps)
+  raise ValueError(f"lr must be a float, a LearningRateSchedule or a step -> lr function, "
+                   f"got {lr!r}")
+
+
+@keras.utils.register_keras_serializable(package="tfrewind")
+class Rewindable(LearningRateSchedule):
+  """base(step - offset), or a constant LR while `constant` is non-negative.
+
+  `offset` and `constant` are variables set between steps (by RewindCallback),
+  so changing them never retraces the train function.
+
+  Example:
+    >>> lr = Rewindable(StepDecay(0.1, [100], 0.1))
+    >>> lr.rewind(to=0, at=150)       # from step 150, replay the schedule from 0
+    >>> float(lr(160))                # = base(10)
+    0.1
+  """
+
+  def __init__(self, base: LearningRateSchedule):
+    self.base = base
+    self.offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="lr_offset")
+    self.constant = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="lr_constant")
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.int64)
+    replayed = tf.cast(self.base(step - self.offset), tf.float32)
+    return tf.where(self.constant >= 0.0, self.constant, replayed)
+
+  def rewind(self, to: int, at: int) -> None:
+    """From optimizer step `at` on, the LR is base(to + (step - at))."""
+    self.offset.assign(int(at) - int(to))
+    self.constant.assign(-1.0)
+
+  def hold(self, value: float) -> None:
+    """Use the constant `value` (fine-tuning) until the next rewind."""
+    self.constant.assign(float(value))
+
+  def value(self, step: int) -> float:
+    return float(self(tf.constant(step, tf.int64)).numpy())
+
+  def get_config(self):
+    # The offset is not serialised: RewindCallback recomputes it from the step.
+    return {"base": keras.optimizers.schedules.serialize(self.base)}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(keras.optimizers.schedules.deserialize(config["base"]))

@@ -1,0 +1,1 @@
+"""Pruning: pure mask maths, round schedules, and masks on TF-MOT wrappers."""

@@ -1,0 +1,456 @@
+"""Snapshots, weight rewinding and the RewindCallback.
+
+Three retraining methods (Renda et al. 2020), and the general form that covers
+them: after pruning, take the weights from step `weights_from` (None: keep the
+trained ones), replay the LR schedule from step `lr_from` (None: a constant
+fine-tuning LR), and retrain for `steps` steps.
+
+  finetune       Retrain(None, None, N)     constant LR 0.001
+  weight_rewind  Retrain(K, K, N - K)       weights, BatchNorm, momentum from K
+  lr_rewind      Retrain(None, N - T, T)    T = N by default: LR from 0
+
+"Step K" is the state after K optimizer updates (optimizer.iterations == K).
+`optimizer.iterations` itself is never rewound: it keeps counting so that
+checkpoints, TensorBoard and BackupAndRestore see one monotonic run, and the LR
+schedule is told which step to replay instead (tfrewind.lr.Rewindable).
+"""
+
+import dataclasses
+import io
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import tf_keras as keras
+from tfrewind import lr as lr_lib
+from tfrewind.pruning import schedules as schedules_lib
+from tfrewind.pruning import sparsity
+
+METHODS = ("finetune", "weight_rewind", "lr_rewind", "custom")
+
+
+# --------------------------------------------------------------------------- snapshots
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+  """The training state at one step: weights, BatchNorm statistics, optimizer slots.
+
+  Arrays follow the order of `model.weights` (less the pruning wrappers' own
+  mask/threshold/step variables) and of the optimizer's slot variables, so a
+  snapshot restores into any model built the same way.
+  """
+  step: int
+  weights: Tuple[np.ndarray, ...]
+  optimizer: Tuple[np.ndarray, ...]
+
+  def save(self, path: str) -> None:
+    """Writes the snapshot atomically (a temporary file, then a rename)."""
+    arrays = {"step": np.asarray(self.step, np.int64)}
+    arrays.update({f"w{i}": a for i, a in enumerate(self.weights)})
+    arrays.update({f"o{i}": a for i, a in enumerate(self.optimizer)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
+
+  @classmethod
+  def load(cls, path: str) -> "Snapshot":
+    with tf.io.gfile.GFile(path, "rb") as f:
+      data = np.load(io.BytesIO(f.read()))
+      count = lambda p: sum(1 for k in data.files if k.startswith(p) and k[1:].isdigit())
+      return cls(step=int(data["step"]),
+                 weights=tuple(data[f"w{i}"] for i in range(count("w"))),
+                 optimizer=tuple(data[f"o{i}"] for i in range(count("o"))))
+
+
+def atomic_write(path: str, content: bytes) -> None:
+  """Writes `content` to `path` so that readers see the old file or the whole new one."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(content)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _restorable_weights(model) -> List[tf.Variable]:
+  own = {id(v) for w in sparsity.wrappers(model) for v in w._non_trainable_weights}  # pylint: disable=protected-access
+  return [v for v in model.weights if id(v) not in own]
+
+
+def _optimizer_state(optimizer) -> List[tf.Variable]:
+  """Per-weight optimizer variables (momentum, ...): not the step, not the LR."""
+  if optimizer is None:
+    return []
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+  skip = {id(optimizer.iterations)}
+  return [v for v in optimizer.variables
+          if id(v) not in skip and "learning_rate" not in v.name and "iteration" not in v.name]
+
+
+def snapshot(model) -> Snapshot:
+  """The current state of `model` (and its optimizer, if compiled).
+
+  Example:
+    >>> snap = tfrewind.snapshot(model)      # e.g. at step K
+    >>> tfrewind.rewind_weights(model, snap)  # later, after pruning
+  """
+  optimizer = getattr(model, "optimizer", None)
+  step = int(optimizer.iterations.numpy()) if optimizer is not None else 0
+  return Snapshot(step=step,
+                  weights=tuple(v.numpy() for v in _restorable_weights(model)),
+                  optimizer=tuple(v.numpy() for v in _optimizer_state(optimizer)))
+
+
+def rewind_weights(model, snap: Snapshot, optimizer: bool = True) -> None:
+  """Restores `snap` under the current masks.
+
+  Every kept weight gets its snapshot value bitwise, every pruned weight +0.0;
+  BatchNorm statistics and (if `optimizer`) the optimizer slots are restored
+  too, slots of pruned weights zeroed. A snapshot taken before the optimizer
+  was built (step 0) restores zero momentum. The masks and the optimizer's
+  step counter are left as they are.
+  """
+  targets = _restorable_weights(model)
+  _check_shapes("weights", targets, snap.weights)
+  for v, a in zip(targets, snap.weights):
+    v.assign(a)
+  if optimizer:
+    state = _optimizer_state(getattr(model, "optimizer", None))
+    if snap.optimizer:
+      _check_shapes("optimizer state", state, snap.optimizer)
+      for v, a in zip(state, snap.optimizer):
+        v.assign(a)
+    else:
+      reset_optimizer_state(model)
+  sparsity.apply_masks(model)
+
+
+def reset_optimizer_state(model) -> None:
+  """Zeroes every optimizer slot (a fresh optimizer, as in Mikler's code)."""
+  for v in _optimizer_state(getattr(model, "optimizer", None)):
+    v.assign(tf.zeros(v.shape, v.dtype))
+
+
+def _check_shapes(what, variables, arrays):
+  if len(variables) != len(arrays) or any(
+      tuple(v.shape) != tuple(a.shape) for v, a in zip(variables, arrays)):
+    raise ValueError(f"snapshot {what} do not match the model: {len(arrays)} arrays for "
+                     f"{len(variables)} variables; was it taken from another network?")
+
+
+class SnapshotCallback(keras.callbacks.Callback):
+  """Takes a Snapshot when optimizer.iterations reaches `step` (and saves it to `path`).
+
+  For training a dense network once, so that many RewindCallbacks with
+  dense_trained=True can later rewind to its step K.
+  """
+
+  def __init__(self, step: int, path: Optional[str] = None):
+    super().__init__()
+    self.step = int(step)
+    self.path = path
+    self.snapshot: Optional[Snapshot] = None
+    self._supports_tf_logs = True
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_step = int(self.model.optimizer.iterations.numpy())
+    self._first = None
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if self._first is None:
+      self._first = batch
+    if self._epoch_step + batch - self._first == self.step:
+      self.snapshot = snapshot(self.model)
+      if self.path:
+        self.snapshot.save(self.path)
+
+
+# --------------------------------------------------------------------------- retraining
+@dataclasses.dataclass(frozen=True)
+class Retrain:
+  """The general retraining form: weights from one step, LR from another, a budget.
+
+  weights_from: step whose weights are restored after pruning (None: keep the
+    trained weights).
+  lr_from: step from which the LR schedule is replayed (None: constant
+    fine-tuning LR).
+  steps: retraining steps per round.
+  """
+  weights_from: Optional[int]
+  lr_from: Optional[int]
+  steps: int
+
+
+def retrain_plan(method: str, cycle_steps: int, rewind_step: int = 0,
+                 retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
+                 lr_from: Optional[int] = None) -> Retrain:
+  """The Retrain of a named method (or of "custom" with explicit steps).
+
+  Example:
+    >>> retrain_plan("weight_rewind", cycle_steps=72000, rewind_step=8000)
+    Retrain(weights_from=8000, lr_from=8000, steps=64000)
+  """
+  n = _positive_int("cycle_steps", cycle_steps)
+  if method not in METHODS:
+    raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+  if retrain_steps is not None:
+    retrain_steps = _positive_int("retrain_steps", retrain_steps)
+  if method == "finetune":
+    plan = Retrain(None, None, retrain_steps or n)
+  elif method == "lr_rewind":
+    t = retrain_steps or n
+    if t > n:
+      raise ValueError(f"lr_rewind budget {t} is longer than the cycle ({n} steps)")
+    plan = Retrain(None, n - t, t)
+  elif method == "weight_rewind":
+    k = int(rewind_step)
+    if retrain_steps is not None and retrain_steps != n - k:
+      raise ValueError(f"weight_rewind from step {k} retrains {n - k} steps, not "
+                       f"{retrain_steps}; use method='custom' for other budgets")
+    plan = Retrain(k, k, n - k)
+  else:
+    if retrain_steps is None:
+      raise ValueError("method 'custom' needs retrain_steps")
+    plan = Retrain(None if weights_from is None else int(weights_from),
+                   None if lr_from is None else int(lr_from), retrain_steps)
+  for name, value in (("weights_from", plan.weights_from), ("lr_from", plan.lr_from)):
+    if value is not None and not 0 <= value <= n:
+      raise ValueError(f"{name} (rewind step) {value} is outside the cycle [0, {n}]")
+  if plan.weights_from == n:  # the trained weights themselves
+    plan = dataclasses.replace(plan, weights_from=None)
+  return plan
+
+
+def _positive_int(name, value):
+  if int(value) != value or value <= 0:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  return int(value)
+
+
+class RewindCallback(keras.callbacks.Callback):
+  """Trains dense, then prunes and retrains once per round of `schedule`.
+
+  Example:
+    >>> model = tfrewind.prunable(my_model())
+    >>> rewind = tfrewind.RewindCallback(
+    ...     method="lr_rewind", schedule=tfrewind.Iterative(rate=0.8, rounds=3),
+    ...     cycle_steps=1000, lr=tfrewind.StepDecay(0.1, [500, 750], 0.1), rewind_step=100)
+    >>> model.compile(keras.optimizers.SGD(momentum=0.9), loss, metrics=["accuracy"])
+    >>> model.fit(ds, epochs=rewind.total_steps // 100, steps_per_epoch=100,
+    ...           callbacks=[rewind])
+
+  The fit must be long enough for the dense cycle and every round
+  (`total_steps`); a longer fit stops when the last round ends. Events happen
+  at step boundaries, so with steps_per_execution > 1 every prune and rewind
+  step must be a multiple of it.
+
+  Args:
+    method: "finetune", "weight_rewind", "lr_rewind" or "custom".
+    schedule: OneShot or Iterative: the density of each round.
+    cycle_steps: N, the length of the dense training (and of LR rewinding).
+    lr: the LR schedule (a LearningRateSchedule, a float or a `step -> lr`
+      function); default: the optimizer's own.
+    rewind_step: K, for weight rewinding.
+    finetune_lr: the constant LR of fine-tuning.
+    retrain_steps, weights_from, lr_from: the general form (method="custom"),
+      or a budget for finetune / lr_rewind.
+    scope, structure, criterion, seed: passed to `tfrewind.prune`.
+    reset_momentum: zero the optimizer state at every prune (Mikler).
+    restore_optimizer: weight rewinding also restores the optimizer slots of
+      step K (Renda).
+    dense_trained: the model is already trained dense: start with a prune.
+    snapshot: a Snapshot (or its path) of step `weights_from`, needed with
+      dense_trained and a weight-restoring method.
+    snapshot_path: where the step-K snapshot is written when taken (and read
+      back when a resumed run needs it).
+    start_step: optimizer step of the first prune (default: cycle_steps, or
+      the step at the first train begin when dense_trained).
+  """
+
+  def __init__(self, method: str, schedule: schedules_lib.RoundSchedule, cycle_steps: int,
+               lr=None, rewind_step: int = 0, finetune_lr: float = 1e-3,
+               retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
+               lr_from: Optional[int] = None, scope: str = "global",
+               structure: str = "unstructured", criterion: str = "magnitude", seed: int = 0,
+               reset_momentum: bool = False, restore_optimizer: bool = True,
+               dense_trained: bool = False, snapshot: Union[None, str, Snapshot] = None,
+               snapshot_path: Optional[str] = None, start_step: Optional[int] = None,
+               verbose: int = 1):
+    super().__init__()
+    if not isinstance(schedule, schedules_lib.RoundSchedule):
+      raise ValueError(f"schedule must be tfrewind.OneShot or tfrewind.Iterative, got {schedule!r}")
+    self.method = method
+    self.schedule = schedule
+    self.cycle_steps = _positive_int("cycle_steps", cycle_steps)
+    self.plan = retrain_plan(method, cycle_steps, rewind_step, retrain_steps, weights_from,
+                             lr_from)
+    self.finetune_lr = float(finetune_lr)
+    if not self.finetune_lr > 0:
+      raise ValueError(f"finetune_lr must be positive, got {finetune_lr!r}")
+    self.prune_kwargs = dict(scope=scope, structure=structure, criterion=criterion, seed=seed)
+    # Fail now, not after hours of dense training, on a bad scope/structure.
+    from tfrewind.pruning import masks as masks_lib  # pylint: disable=g-import-not-at-top
+    masks_lib.compute_masks([np.ones((1, 2), np.float32)], 1.0, **self.prune_kwargs)
+    self.reset_momentum = bool(reset_momentum)
+    self.restore_optimizer = bool(restore_optimizer)
+    self.dense_trained = bool(dense_trained)
+    self._snapshot = Snapshot.load(snapshot) if isinstance(snapshot, str) else snapshot
+    self.snapshot_path = snapshot_path
+    self.start_step = start_step if start_step is not None else (
+        None if dense_trained else self.cycle_steps)
+    self.verbose = verbose
+    self._lr_arg = lr
+    self.lr_schedule: Optional[lr_lib.Rewindable] = None
+    self.events: List[dict] = []
+    self._supports_tf_logs = True
+    if (self._snapshot is not None and self.plan.weights_from is not None
+        and self._snapshot.step != self.plan.weights_from):
+      raise ValueError(f"the snapshot is of step {self._snapshot.step}, but weights are "
+                       f"rewound to step {self.plan.weights_from}")
+
+  # -- the plan, in absolute optimizer steps
+  @property
+  def prune_steps(self) -> List[int]:
+    return [self.start_step + r * self.plan.steps for r in range(self.schedule.rounds)]
+
+  @property
+  def end_step(self) -> int:
+    return self.start_step + self.schedule.rounds * self.plan.steps
+
+  @property
+  def total_steps(self) -> int:
+    """Optimizer steps that fit() must provide from a fresh start."""
+    return self.end_step - (self.start_step if self.dense_trained else 0)
+
+  @property
+  def snapshot_step(self) -> Optional[int]:
+    """The dense step at which the snapshot for weight restoring is taken."""
+    if self.plan.weights_from is None or self.dense_trained:
+      return None
+    return self.start_step - self.cycle_steps + self.plan.weights_from
+
+  def round_at(self, step: int) -> int:
+    """0 during dense training, r during round r (after its prune)."""
+    if step < self.start_step:
+      return 0
+    return min((step - self.start_step) // self.plan.steps + 1, self.schedule.rounds)
+
+  # -- Keras hooks
+  def on_train_begin(self, logs=None):
+    model = self.model
+    if model.optimizer is None:
+      raise ValueError("RewindCallback needs a compiled model")
+    if not sparsity.wrappers(model):
+      raise ValueError("RewindCallback needs a prunable model: call tfrewind.prunable(model) "
+                       "before compiling")
+    step = int(model.optimizer.iterations.numpy())
+    if self.start_step is None:
+      self.start_step = step
+    self._install_lr(model)
+    self._check_fit_length(step)
+    spe = int(getattr(model, "_steps_per_execution", None).numpy()) if getattr(
+        model, "_steps_per_execution", None) is not None else 1
+    events = self.prune_steps + ([self.snapshot_step] if self.snapshot_step is not None else [])
+    if spe > 1 and any(e % spe for e in events):
+      raise ValueError(f"prune/rewind steps {sorted(events)} must be multiples of "
+                       f"steps_per_execution={spe}")
+    r = self.round_at(step)
+    if r > 0 and step not in self.prune_steps:
+      self._set_lr(self.prune_steps[r - 1])  # resumed inside round r: masks came from the checkpoint
+    else:
+      self.lr_schedule.rewind(to=0, at=0)
+    needs_snapshot = self.plan.weights_from is not None and any(p >= step for p in self.prune_steps)
+    if needs_snapshot and self._snapshot is None:
+      if self.dense_trained or (self.snapshot_step is not None and step > self.snapshot_step):
+        if self.snapshot_path and tf.io.gfile.exists(self.snapshot_path):
+          self._snapshot = Snapshot.load(self.snapshot_path)
+        else:
+          raise ValueError(f"weight rewinding to step {self.plan.weights_from} needs the "
+                           f"snapshot of that step: pass snapshot= (or snapshot_path= of a "
+                           f"saved one)")
+    if step >= self.end_step:
+      logging.warning("RewindCallback: step %d is past the last round (%d): nothing to train",
+                      step, self.end_step)
+      model.stop_training = True
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_step = int(self.model.optimizer.iterations.numpy())
+    self._epoch_first_batch = None
+
+  def on_train_batch_begin(self, batch, logs=None):
+    step = self._step(batch)
+    if step == self.snapshot_step:
+      self._take_snapshot()
+    if step in self.prune_steps:
+      self._prune(step)
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._step(batch) + 1 >= self.end_step:
+      self.model.stop_training = True
+
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None:
+      logs["density"] = sparsity.density(self.model)
+      logs["round"] = self.round_at(int(self.model.optimizer.iterations.numpy()) - 1)
+
+  # -- internals
+  def _step(self, batch):
+    if self._epoch_first_batch is None:
+      self._epoch_first_batch = batch
+    return self._epoch_step + batch - self._epoch_first_batch
+
+  def _install_lr(self, model):
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    current = optimizer._learning_rate  # pylint: disable=protected-access
+    if isinstance(current, lr_lib.Rewindable):
+      self.lr_schedule = current
+      return
+    base = self._lr_arg
+    if base is None:
+      base = current if isinstance(current, lr_lib.LearningRateSchedule) else float(
+          current.numpy())
+    with model.distribute_strategy.scope():
+      self.lr_schedule = lr_lib.Rewindable(lr_lib.as_schedule(base, self.end_step))
+      optimizer.learning_rate = self.lr_schedule
+      optimizer._compute_current_learning_rate()  # pylint: disable=protected-access
+    if model.train_function is not None:  # traced with the old LR: retrace
+      model.train_function = model.make_train_function(force=True)
+
+  def _check_fit_length(self, step):
+    steps, epochs = self.params.get("steps"), self.params.get("epochs")
+    if not steps or not epochs:
+      return
+    available = steps * epochs
+    needed = self.total_steps
+    if available < needed and step <= (0 if not self.dense_trained else self.start_step):
+      raise ValueError(
+          f"the fit is {epochs} epochs x {steps} steps = {available} steps, but this schedule "
+          f"needs {needed} ({'' if self.dense_trained else f'{self.cycle_steps} dense + '}"
+          f"{self.schedule.rounds} rounds x {self.plan.steps}): raise epochs to "
+          f"{-(-needed // steps)}")
+
+  def _set_lr(self, prune_step):
+    if self.plan.lr_from is None:
+      self.lr_schedule.hold(self.finetune_lr)
+    else:
+      self.lr_schedule.rewind(to=self.plan.lr_from, at=prune_step)
+
+  def _take_snapshot(self):
+    self._snapshot = snapshot(self.model)
+    if self.snapshot_path:
+      self._snapshot.save(self.snapshot_path)
+    self.events.append({"step": self._snapshot.step, "event": "snapshot"})
+
+  def _prune(self, step):
+    r = self.prune_steps.index(step) + 1
+    target = self.schedule.density_at_round(r)
+    achieved = sparsity.prune(self.model, target, **self.prune_kwargs)
+    if self.plan.weights_from is not None:
+      rewind_weights(self.model, self._snapshot, optimizer=self.restore_optimizer)
+    if self.reset_momentum:
+      reset_optimizer_state(self.model)
+    self._set_lr(step)
+    self.events.append({"step": step, "event": "prune", "round": r, "density": achieved})
+    if self.verbose:
+      logging.info("step %d: round %d of %d, pruned to density %.4f (%s)", step, r,
+                   self.schedule.rounds, achieved, self.method)
