@@ -16,6 +16,7 @@ setup(
         "tf-keras>=2.21,<2.22",
         "tensorflow-model-optimization>=0.8,<0.9",
         "tensorflow-datasets>=4.9,<5",
+        "importlib_resources",  # tfds needs it to download, but does not declare it
         "absl-py>=1.4",
         "numpy>=1.26",
         "pandas>=2.0",

@@ -1,0 +1,109 @@
+"""Every named network builds, is prunable everywhere, trains a step; L2 counted once."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_keras as keras
+import tfrewind
+from tfrewind.models import build_model, counts, registry
+from tfrewind.pruning import sparsity
+
+# (name, expected prunable kernels: convs + 1x1 shortcuts + the final Dense)
+EXPECTED_KERNELS = {"resnet20": 19 + 2 + 1, "resnet56": 55 + 2 + 1, "resnet110": 109 + 2 + 1,
+                    "wrn16_8": 13 + 3 + 1, "vgg16": 13 + 1, "vgg19": 16 + 1,
+                    "resnet50": 53 + 1}
+# Published sizes: ResNet-20 0.27M, ResNet-56 0.85M, ResNet-110 1.7M, WRN-16-8 11.0M, ResNet-50 25.6M.
+EXPECTED_TRAINABLE = {"resnet20": 272474, "resnet56": 855770, "resnet110": 1730714,
+                      "wrn16_8": 10961370, "resnet50": 25557032}
+
+
+@pytest.mark.parametrize("name", registry.PRESETS)
+def test_every_preset_builds_is_fully_prunable_and_trains_a_step(name):
+  classes = 1000 if name == "resnet50" else 10
+  full = build_model(name, num_classes=classes)
+  c = counts(full)
+  assert c["prunable_layers"] == EXPECTED_KERNELS[name]
+  if name in EXPECTED_TRAINABLE:
+    assert c["trainable"] == EXPECTED_TRAINABLE[name]
+  del full
+  keras.backend.clear_session()
+  # Tiny input so that every preset trains a step quickly.
+  shape = (32, 32, 3) if name == "resnet50" else (16, 16, 3)
+  model = tfrewind.prunable(build_model(name, num_classes=classes, input_shape=shape))
+  wrapped = len(sparsity.wrappers(model))
+  assert wrapped == EXPECTED_KERNELS[name]
+  convs_and_dense = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D,
+                                                               keras.layers.Dense))]
+  assert not convs_and_dense  # every one is wrapped
+  model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  x = np.random.default_rng(0).random((2,) + shape, dtype=np.float32)
+  y = np.array([0, 1])
+  assert model(x).shape == (2, classes)
+  loss = model.train_on_batch(x, y)
+  assert np.isfinite(loss)
+  tfrewind.prune(model, 0.5)
+  assert tfrewind.density(model) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_general_depths_and_widths():
+  assert counts(build_model("resnet8", width=8))["prunable_layers"] == 7 + 2 + 1
+  assert build_model("resnet32").name == "resnet32"
+  assert build_model("wrn10_2", num_classes=100).output_shape == (None, 100)
+  assert counts(build_model("resnet20", shortcut="pad"))["prunable_layers"] == 19 + 1
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("resnet21", {}, "6n\\+2"), ("wrn15_8", {}, "6n\\+4"), ("vgg12", {}, "VGG depth"),
+    ("alexnet", {}, "unknown model"), ("resnet20", {"dropout": 0.5}, "bad override"),
+    ("resnet20", {"shortcut": "dense"}, "shortcut"), ("resnet20", {"num_classes": 0}, "num_classes"),
+])
+def test_bad_model_requests_raise(name, kw, match):
+  with pytest.raises(ValueError, match=match):
+    build_model(name, **kw)
+
+
+def test_paper_defaults_and_overrides():
+  def bn(m):
+    return next(l for l in m.layers if isinstance(l, keras.layers.BatchNormalization))
+
+  def conv(m):
+    return next(l for l in m.layers if isinstance(l, keras.layers.Conv2D))
+
+  r = build_model("resnet20")
+  assert (bn(r).momentum, bn(r).epsilon) == (0.997, 1e-5)
+  assert float(conv(r).kernel_regularizer.l2) == pytest.approx(1e-4)
+  assert conv(r).kernel_initializer.__class__.__name__ == "HeUniform" and not conv(r).use_bias
+  w = build_model("wrn16_8", input_shape=(8, 8, 3))
+  assert (bn(w).momentum, bn(w).epsilon) == (0.9, 1e-3)
+  assert float(conv(w).kernel_regularizer.l2) == pytest.approx(2e-4)
+  o = build_model("resnet20", bn_momentum=0.9, l2=0.0, initializer="glorot_uniform")
+  assert bn(o).momentum == 0.9 and conv(o).kernel_regularizer is None
+  assert conv(o).kernel_initializer.__class__.__name__ == "GlorotUniform"
+
+
+def test_weight_decay_enters_the_loss_exactly_once_even_when_wrapped():
+  model = tfrewind.prunable(build_model("resnet8", width=4, input_shape=(8, 8, 3), l2=1e-3))
+  kernels = registry.prunable_kernels(model)
+  expected = sum(np.float32(1e-3) * tf.reduce_sum(tf.square(k)) for k in kernels)
+  assert len(model.losses) == len(kernels)
+  assert float(tf.add_n(model.losses)) == pytest.approx(float(expected), rel=1e-6)
+  model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True))
+  x = np.zeros((2, 8, 8, 3), np.float32)
+  y = np.array([0, 1])
+  data_loss = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+      y, model(x, training=True)))
+  total = model.train_on_batch(x, y)
+  assert total == pytest.approx(data_loss + float(expected), rel=1e-5)
+
+
+def test_resnet_v1_structure():
+  m = build_model("resnet20")
+  names = [l.name for l in m.layers]
+  assert names.count("stage2_block1_shortcut") == 1 and "stage1_block1_shortcut" not in names
+  shortcut = m.get_layer("stage2_block1_shortcut")
+  assert shortcut.kernel_size == (1, 1) and shortcut.strides == (2, 2)
+  assert m.get_layer("stage3_block3_add").output.shape[1:] == (8, 8, 64)
+  assert isinstance(m.get_layer("stage1_block1_relu2"), keras.layers.ReLU)  # ReLU after the add

@@ -1,0 +1,76 @@
+"""ResNets: v1 for CIFAR (He et al. 2016, depth 6n+2) and ResNet-50 for ImageNet.
+
+Weight decay is a Keras `kernel_regularizer=L2(l2)` on every conv and dense
+kernel, i.e. `l2 * sum(w**2)` added once to the loss through `model.losses`
+(Mikler's choice; Renda's `l2 * tf.nn.l2_loss` on all weights is half of that
+per weight and also decays BatchNorm and biases).
+"""
+
+import tf_keras as keras
+
+from tfrewind.models import common
+
+
+def cifar_resnet(depth: int, num_classes: int = 10, input_shape=(32, 32, 3),
+                 width: int = 16, shortcut: str = "projection", **options) -> keras.Model:
+  """ResNet v1 for CIFAR: 3 stages of n basic blocks, widths w, 2w, 4w.
+
+  Args:
+    depth: 6n + 2 (20, 56, 110, ...).
+    num_classes: size of the final Dense.
+    input_shape: HWC.
+    width: channels of the first stage (16 in the papers).
+    shortcut: "projection" (1x1 conv + BatchNorm, stride 2, where the shape
+      changes: the papers' choice) or "pad" (He et al.'s option A: subsample and
+      zero-pad channels, nothing to prune).
+    **options: see common.Options (initializer, bn_momentum, bn_epsilon, l2).
+  """
+  if (depth - 2) % 6 or depth < 8:
+    raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+  if shortcut not in ("projection", "pad"):
+    raise ValueError(f"shortcut must be 'projection' or 'pad', got {shortcut!r}")
+  o = common.Options(**{"bn_momentum": 0.997, "bn_epsilon": 1e-5, "l2": 1e-4, **options})
+  n = (depth - 2) // 6
+  inputs = keras.Input(input_shape)
+  x = o.conv(width, 3, name="stem_conv")(inputs)
+  x = keras.layers.ReLU(name="stem_relu")(o.bn("stem_bn")(x))
+  for stage, filters in enumerate([width, 2 * width, 4 * width]):
+    for block in range(n):
+      stride = 2 if stage > 0 and block == 0 else 1
+      name = f"stage{stage + 1}_block{block + 1}"
+      y = o.conv(filters, 3, stride, name=f"{name}_conv1")(x)
+      y = keras.layers.ReLU(name=f"{name}_relu1")(o.bn(f"{name}_bn1")(y))
+      y = o.conv(filters, 3, name=f"{name}_conv2")(y)
+      y = o.bn(f"{name}_bn2")(y)
+      if stride != 1 or x.shape[-1] != filters:
+        if shortcut == "projection":
+          x = o.bn(f"{name}_shortcut_bn")(o.conv(filters, 1, stride, name=f"{name}_shortcut")(x))
+        else:
+          x = common.pad_shortcut(x, filters, stride, name=f"{name}_shortcut")
+      x = keras.layers.ReLU(name=f"{name}_relu2")(keras.layers.Add(name=f"{name}_add")([x, y]))
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  outputs = o.dense(num_classes, name="logits")(x)
+  return keras.Model(inputs, outputs, name=f"resnet{depth}")
+
+
+def resnet50(num_classes: int = 1000, input_shape=(224, 224, 3), **options) -> keras.Model:
+  """ResNet-50 (bottleneck blocks 3-4-6-3, stride on the 3x3 conv as in TF's official model)."""
+  o = common.Options(**{"bn_momentum": 0.9, "bn_epsilon": 1e-5, "l2": 1e-4, **options})
+  inputs = keras.Input(input_shape)
+  x = o.conv(64, 7, 2, name="stem_conv")(inputs)
+  x = keras.layers.ReLU(name="stem_relu")(o.bn("stem_bn")(x))
+  x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+  for stage, (blocks, filters) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512])):
+    for block in range(blocks):
+      stride = 2 if stage > 0 and block == 0 else 1
+      name = f"stage{stage + 1}_block{block + 1}"
+      y = keras.layers.ReLU()(o.bn(f"{name}_bn1")(o.conv(filters, 1, name=f"{name}_conv1")(x)))
+      y = keras.layers.ReLU()(o.bn(f"{name}_bn2")(o.conv(filters, 3, stride,
+                                                        name=f"{name}_conv2")(y)))
+      y = o.bn(f"{name}_bn3")(o.conv(4 * filters, 1, name=f"{name}_conv3")(y))
+      if block == 0:
+        x = o.bn(f"{name}_shortcut_bn")(o.conv(4 * filters, 1, stride, name=f"{name}_shortcut")(x))
+      x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([x, y]))
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  outputs = o.dense(num_classes, name="logits")(x)
+  return keras.Model(inputs, outputs, name="resnet50")
