@@ -18,6 +18,7 @@ setup(
         "tensorflow-datasets>=4.9,<5",
         "importlib_resources",  # tfds needs it to download, but does not declare it
         "absl-py>=1.4",
+        "tensorboard>=2.15",  # TF 2.21 no longer pulls it in; we write its HParams records
         "numpy>=1.26",
         "pandas>=2.0",
         "matplotlib>=3.7",

@@ -106,3 +106,11 @@ def test_synthetic_is_deterministic_and_learnable_well_above_chance():
   model.fit(bundle.train, epochs=5, steps_per_epoch=30, verbose=0)
   _, accuracy = model.evaluate(bundle.test, verbose=0)
   assert accuracy > 0.5  # chance is 0.1
+
+
+def test_pipeline_started_at_a_step_continues_the_same_stream():
+  a = data.synthetic(200, 50)
+  full = [b[0].numpy() for b in data.make("synthetic", 32, seed=5, arrays=a).train.take(15)]
+  resumed = [b[0].numpy() for b in data.make("synthetic", 32, seed=5, arrays=a,
+                                             start_step=9).train.take(6)]
+  assert all(x.tobytes() == y.tobytes() for x, y in zip(full[9:], resumed))

@@ -159,19 +159,34 @@ def augment(image, seed):
   return augment_with(image, flip, offsets[0], offsets[1])
 
 
-def train_pipeline(x, y, batch_size: int, seed: int, mean, std) -> tf.data.Dataset:
-  """Infinite, shuffled, augmented, standardised batches; deterministic under `seed`."""
-  ds = tf.data.Dataset.from_tensor_slices((x, y))
-  ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
-  # The running element index makes every epoch's augmentation different yet seeded.
-  ds = ds.enumerate()
+def train_pipeline(x, y, batch_size: int, seed: int, mean, std,
+                   start_step: int = 0) -> tf.data.Dataset:
+  """Infinite, shuffled, augmented, standardised batches; deterministic under `seed`.
+
+  Epoch e visits the images in a stateless permutation of (seed, e), and the
+  image at position i of the whole stream is augmented with seed (seed, i), so
+  the stream is a pure function of the seed: `start_step` skips to any batch
+  cheaply (a resumed run sees exactly the batches an uninterrupted one would).
+  """
+  n = len(x)
+  per_epoch = n // batch_size * batch_size  # drop the remainder of every epoch
+  first = start_step * batch_size
+  images, labels = tf.constant(x), tf.constant(y)
   mean, std = tf.constant(mean), tf.constant(std)
 
-  def prepare(i, example):
-    image, label = example
-    s = tf.stack([tf.constant(seed, tf.int64), i])
-    return standardize(augment(image, s), mean, std), label
+  def epoch(e):
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), e]))[:per_epoch]
+    positions = e * per_epoch + tf.range(per_epoch, dtype=tf.int64)
+    return tf.data.Dataset.from_tensor_slices((positions, order))
 
+  def prepare(position, index):
+    s = tf.stack([tf.constant(seed, tf.int64), position])
+    image = augment(tf.gather(images, index), s)
+    return standardize(image, mean, std), tf.gather(labels, index)
+
+  ds = tf.data.Dataset.range(first // per_epoch, np.iinfo(np.int64).max).flat_map(epoch)
+  ds = ds.skip(first % per_epoch)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -194,7 +209,7 @@ def validation_split(n_test: int, size: int = VALIDATION_SIZE):
 
 def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str] = None,
          validation: bool = False, download: bool = True, synthetic_size: int = 5000,
-         arrays: Optional[Arrays] = None) -> Bundle:
+         arrays: Optional[Arrays] = None, start_step: int = 0) -> Bundle:
   """The training and evaluation pipelines of a dataset.
 
   Args:
@@ -204,6 +219,7 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
     data_dir, download, synthetic_size: see `load`.
     validation: split a fixed 2,000 test images off for validation (Renda).
     arrays: already loaded Arrays (skips `load`).
+    start_step: first training batch to produce (resuming).
   """
   if int(batch_size) != batch_size or batch_size < 1:
     raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -214,7 +230,10 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
     vi, ti = validation_split(len(a.test_x))
     val = eval_pipeline(a.test_x[vi], a.test_y[vi], batch_size, mean, std)
     test_x, test_y = a.test_x[ti], a.test_y[ti]
-  return Bundle(train=train_pipeline(a.train_x, a.train_y, batch_size, seed, mean, std),
+  if len(a.train_x) < batch_size:
+    raise DataError(f"batch_size {batch_size} is larger than the training set ({len(a.train_x)})")
+  return Bundle(train=train_pipeline(a.train_x, a.train_y, batch_size, seed, mean, std,
+                                     start_step),
                 test=eval_pipeline(test_x, test_y, batch_size, mean, std),
                 validation=val, steps_per_epoch=max(len(a.train_x) // batch_size, 1),
                 num_classes=a.num_classes, mean=mean, std=std)

@@ -67,6 +67,9 @@ class Snapshot:
 def atomic_write(path: str, content: bytes) -> None:
   """Writes `content` to `path` so that readers see the old file or the whole new one."""
   tmp = f"{path}.tmp-{os.getpid()}"
+  parent = os.path.dirname(path)
+  if parent:
+    tf.io.gfile.makedirs(parent)
   with tf.io.gfile.GFile(tmp, "wb") as f:
     f.write(content)
   tf.io.gfile.rename(tmp, path, overwrite=True)

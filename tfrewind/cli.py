@@ -1,0 +1,311 @@
+"""The `tfrewind` command: run, sweep, models, report, bench.
+
+  tfrewind run --flagfile=flags/quickstart.flags
+  tfrewind run --flagfile=flags/resnet20_one_shot.flags --seeds=1,2,3
+  tfrewind sweep --flagfile=flags/wrn16_8_iterative.flags --seeds=1,2 --print > jobs.txt
+  tfrewind models
+  tfrewind report --root=runs --out=report
+  tfrewind bench
+
+Every hyper-parameter flag is generated from a field of tfrewind.hparams.HParams
+(its help text is the field's). The list flags --methods, --densities, --seeds
+and --retrains make a grid; a singular flag given explicitly (--method,
+--density, --seed, --retrain) overrides its list.
+"""
+
+import dataclasses
+import os
+import shlex
+import sys
+import typing
+from typing import List, Optional
+
+from absl import flags, logging
+
+from tfrewind import hparams as hp_lib
+
+FLAGS = flags.FLAGS
+COMMANDS = ("run", "sweep", "models", "report", "bench", "export")
+
+
+def _define_hparam_flags():
+  for field in dataclasses.fields(hp_lib.HParams):
+    kind = field.type
+    if typing.get_origin(kind) is typing.Union:
+      kind = [a for a in typing.get_args(kind) if a is not type(None)][0]
+    default, help_text = field.default, field.metadata["help"]
+    if kind is bool:
+      flags.DEFINE_boolean(field.name, default, help_text)
+    elif kind is int:
+      flags.DEFINE_integer(field.name, default, help_text)
+    elif kind is float:
+      flags.DEFINE_float(field.name, default, help_text)
+    elif typing.get_origin(kind) is tuple:
+      flags.DEFINE_list(field.name, list(default), help_text)
+    else:
+      flags.DEFINE_string(field.name, default, help_text)
+
+
+_define_hparam_flags()
+flags.DEFINE_list("methods", None, "grid: retraining methods (overrides --method)")
+flags.DEFINE_string("densities", None, "grid: one-shot densities, e.g. 0.8^1..20 or 0.5,0.2")
+flags.DEFINE_list("seeds", None, "grid: seeds (overrides --seed)")
+flags.DEFINE_list("retrains", None, "grid: retraining budgets, e.g. 10ep,40ep (Renda)")
+flags.DEFINE_float("step", None, "iterative: fraction of the remaining weights removed per "
+                   "round (sets --rate to 1 - step)")
+flags.DEFINE_string("root", "runs", "folder of run folders")
+flags.DEFINE_enum("distribution", "auto", ["auto", "none", "mirrored", "multi_worker"],
+                  "auto: MirroredStrategy over all local GPUs when there are several")
+flags.DEFINE_boolean("jit_compile", False, "compile train steps with XLA")
+flags.DEFINE_integer("steps_per_execution", 1, "train steps per compiled call")
+flags.DEFINE_boolean("deterministic", False, "op determinism: resumed runs match bitwise")
+flags.DEFINE_boolean("print", False, "sweep: print one command per run instead of running")
+flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bars")
+flags.DEFINE_string("out", "report", "report/export: output folder")
+flags.DEFINE_boolean("reference_only", False, "report: draw only the published curves")
+flags.DEFINE_string("run", None, "export: a finished run folder")
+flags.DEFINE_list("bench_models", ["resnet20", "resnet56", "wrn16_8"], "bench: networks")
+flags.DEFINE_integer("bench_repeats", 5, "bench: interleaved repeats")
+flags.DEFINE_integer("bench_steps", 10, "bench: timed steps per repeat")
+flags.DEFINE_integer("bench_batch", 32, "bench: batch size (128 on a GPU)")
+
+
+class UsageError(ValueError):
+  """Bad command-line input: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------- grid
+def base_hparams() -> hp_lib.HParams:
+  values = {}
+  for field in dataclasses.fields(hp_lib.HParams):
+    value = FLAGS[field.name].value
+    values[field.name] = tuple(value) if isinstance(value, list) else value
+  if FLAGS["step"].present or FLAGS.step is not None:
+    if not 0 < FLAGS.step < 1:
+      raise UsageError(f"--step must be in (0, 1), got {FLAGS.step}")
+    values["rate"] = 1.0 - FLAGS.step
+  return hp_lib.HParams(**values)
+
+
+def _pick(single: str, plural: str, convert):
+  if FLAGS[single].present or not FLAGS[plural].value:
+    return [FLAGS[single].value]
+  return [convert(v) for v in FLAGS[plural].value]
+
+
+def _int(name):
+  def convert(v):
+    try:
+      return int(v)
+    except ValueError:
+      raise UsageError(f"--{name}: {v!r} is not an integer") from None
+  return convert
+
+
+def make_grid() -> List[hp_lib.HParams]:
+  """Every run that the flags ask for, validated (ValueError on the first bad one)."""
+  from tfrewind import experiment  # pylint: disable=g-import-not-at-top
+  base = base_hparams()
+  methods = _pick("method", "methods", str)
+  seeds = _pick("seed", "seeds", _int("seeds"))
+  retrains = _pick("retrain", "retrains", str)
+  if FLAGS["density"].present or not FLAGS.densities:
+    densities = [FLAGS.density]
+  else:
+    densities = hp_lib.expand_densities(FLAGS.densities)
+  runs = experiment.grid(base, methods, densities, seeds, retrains)
+  for hp in runs:
+    hp.validate()
+  _check_densities_keep_weights(runs)
+  return runs
+
+
+def _check_densities_keep_weights(runs):
+  from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning import masks  # pylint: disable=g-import-not-at-top
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  smallest = {}
+  for hp in runs:
+    key = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
+    smallest[key] = min(smallest.get(key, 1.0), min(hp.densities))
+  for (model, overrides, dataset), density in smallest.items():
+    net = registry.build_model(model, num_classes=100 if dataset == "cifar100" else 10,
+                               input_shape=(32, 32, 3), **dict(overrides))
+    total = registry.counts(net)["prunable"]
+    keras.backend.clear_session()
+    if masks.kept_count(density, total) < 1:
+      raise UsageError(f"density {density:.3g} keeps no weight of {model}'s {total} prunable "
+                       f"weights: use a larger density")
+
+
+# ---------------------------------------------------------------------------- commands
+def _strategy():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  choice = FLAGS.distribution
+  gpus = tf.config.list_physical_devices("GPU")
+  if choice == "auto":
+    choice = "mirrored" if len(gpus) > 1 else "none"
+  if choice == "none":
+    return None
+  if choice == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if "TF_CONFIG" in os.environ:
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  elif "SLURM_JOB_ID" in os.environ:
+    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+  else:
+    raise UsageError("--distribution=multi_worker needs TF_CONFIG or a Slurm allocation")
+  return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+
+
+def cmd_run(runs=None) -> int:
+  from tfrewind import experiment, store  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  runs = runs or make_grid()
+  env = experiment.Env(root=FLAGS.root, strategy=_strategy(), jit_compile=FLAGS.jit_compile,
+                       steps_per_execution=FLAGS.steps_per_execution,
+                       deterministic=FLAGS.deterministic, verbose=FLAGS.verbose,
+                       snapshot_steps=experiment.snapshot_steps(runs))
+  runner = experiment.Runner(env)
+  for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
+    runner.data(hp, 0, 0)  # missing data fails here, before any training
+  logging.info("root %s: %d runs", os.path.abspath(FLAGS.root), len(runs))
+  rows = []
+  for hp in runs:
+    dense = runner.dense(hp)
+    rounds = 1 if hp.schedule == "one_shot" else hp.rounds
+    for r in range(1, rounds + 1):
+      paths = runner.branch(hp, r)
+      result = store.read_json(paths.result)
+      rows.append((hp.seed, hp.method, hp.densities[r - 1], result["test_accuracy"],
+                   store.read_json(dense.result)["test_accuracy"]))
+  _print_table(rows)
+  print(f"\nfinished {len(runs)} runs in {time.time() - t0:.0f} s; run folders in {FLAGS.root}/")
+  print(f"  watch:   tensorboard --logdir {FLAGS.root}")
+  print(f"  report:  tfrewind report --root={FLAGS.root} --out=report")
+  return 0
+
+
+def _print_table(rows):
+  print(f"\n{'seed':>4}  {'method':<14} {'density':>8}  {'test acc':>8}  {'dense':>6}  {'change':>7}")
+  for seed, method, density, acc, dense in rows:
+    print(f"{seed:>4}  {method:<14} {density:>8.4f}  {acc:>8.4f}  {dense:>6.4f}  "
+          f"{100 * (acc - dense):>+6.2f}pt")
+
+
+_GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "method", "density", "seed",
+               "retrain", "print")
+
+
+def cmd_sweep(argv) -> int:
+  runs = make_grid()
+  if not FLAGS.print:
+    return cmd_run(runs)
+  keep = []
+  for arg in argv[1:]:
+    name = arg.lstrip("-").split("=")[0]
+    if name.startswith("no") and name[2:] in _GRID_FLAGS:
+      continue
+    if name not in _GRID_FLAGS:
+      keep.append(arg)
+  seen = set()
+  for hp in runs:
+    args = ["tfrewind", "run", *keep, f"--method={hp.method}", f"--seed={hp.seed}"]
+    if hp.schedule == "one_shot":
+      args.append(f"--density={hp.density!r}")
+    if hp.retrain is not None:
+      args.append(f"--retrain={hp.retrain}")
+    line = " ".join(shlex.quote(a) for a in args)
+    if line not in seen:
+      seen.add(line)
+      print(line)
+  return 0
+
+
+def cmd_models() -> int:
+  from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  print(f"{'model':<10} {'input':>9} {'trainable':>12} {'prunable':>12} {'kernels':>8}")
+  for name in registry.PRESETS:
+    imagenet = name == "resnet50"
+    model = registry.build_model(name, num_classes=1000 if imagenet else 10)
+    c = registry.counts(model)
+    shape = "224x224" if imagenet else "32x32"
+    print(f"{name:<10} {shape:>9} {c['trainable']:>12,} {c['prunable']:>12,} "
+          f"{c['prunable_layers']:>8}")
+    keras.backend.clear_session()
+  return 0
+
+
+def cmd_report() -> int:
+  from tfrewind.report import cli as report_cli  # pylint: disable=g-import-not-at-top
+  return report_cli.main(FLAGS.root, FLAGS.out, FLAGS.reference_only)
+
+
+def cmd_bench() -> int:
+  from tfrewind import bench  # pylint: disable=g-import-not-at-top
+  return bench.main(models=FLAGS.bench_models, repeats=FLAGS.bench_repeats,
+                    steps=FLAGS.bench_steps, batch=FLAGS.bench_batch, dataset=FLAGS.dataset)
+
+
+def main(argv) -> int:
+  """Runs the command argv[0] with the already parsed FLAGS."""
+  command = argv[0]
+  if command == "run":
+    return cmd_run()
+  if command == "sweep":
+    return cmd_sweep(argv)
+  if command == "models":
+    return cmd_models()
+  if command == "report":
+    return cmd_report()
+  if command == "bench":
+    return cmd_bench()
+  raise UsageError(f"unknown command {command!r}")
+
+
+def _fail(message: str, status: int = 2):
+  print(f"tfrewind: error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
+def run_main(argv: Optional[List[str]] = None) -> None:
+  """Console entry point: `tfrewind COMMAND [--flags]`."""
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    got = argv[1] if len(argv) > 1 else "nothing"
+    _fail(f"expected a command ({', '.join(COMMANDS)}), got {got}: e.g. "
+          f"tfrewind run --flagfile=flags/quickstart.flags")
+  command = argv[1]
+  rest = [argv[0]] + argv[2:]
+  for arg in rest[1:]:
+    if arg.startswith("--flagfile="):
+      path = arg.split("=", 1)[1]
+      if not os.path.isfile(path):
+        _fail(f"flag file {path} does not exist: check the path (flag files live in flags/)")
+  try:
+    parsed = FLAGS(rest)
+  except flags.Error as e:
+    _fail(f"{e}; see tfrewind {command} --helpfull")
+  if len(parsed) > 1:
+    _fail(f"unexpected argument {parsed[1]!r}: flags are written --name=value")
+  logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)
+  logging.use_absl_handler()
+  sys.exit(_guarded_main([command] + rest))
+
+
+def _guarded_main(argv):
+  from tfrewind import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tfrewind import experiment  # pylint: disable=g-import-not-at-top
+  try:
+    return main(argv)
+  except (UsageError, data_lib.DataError) as e:
+    _fail(str(e))
+  except experiment.RunFailed as e:
+    _fail(str(e), status=3)
+  except ValueError as e:
+    _fail(str(e))
+  except OSError as e:
+    _fail(f"{e.strerror or e}: {getattr(e, 'filename', '') or ''} (is the disk full or the "
+          f"root unwritable?)", status=4)

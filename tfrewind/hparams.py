@@ -1,0 +1,255 @@
+"""Hyper-parameters: one frozen dataclass, one source of truth for every setting.
+
+Each field carries its help text and the part of the experiment it belongs to
+("data", "model", "train" make the dense network; "prune" and "retrain" a
+branch off it; "run" changes how, not what, is computed). Command-line flags
+are generated from the fields (tfrewind/cli.py); flag files only override.
+
+Step counts take units: "8000it" (iterations), "4ep" (epochs of
+`epoch_steps` iterations), or a bare integer (iterations).
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from tfrewind import data as data_lib
+from tfrewind import rewind
+from tfrewind.pruning import masks as masks_lib
+
+DENSE_GROUPS = ("data", "model", "train")
+BRANCH_GROUPS = ("prune", "retrain")
+
+
+def _f(default, group, help_text, **kw):
+  return dataclasses.field(default=default, metadata={"group": group, "help": help_text, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+  """One run: a dense network, or one retraining branch (one method, one density/schedule)."""
+  # data
+  dataset: str = _f("cifar10", "data", "cifar10, cifar100 or synthetic (offline, in memory)")
+  data_dir: Optional[str] = _f(None, "run", "tensorflow-datasets folder (default "
+                               "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
+  download: bool = _f(True, "run", "let tfds download CIFAR when it is not in --data_dir")
+  validation: bool = _f(False, "data", "hold out Renda's fixed 2,000 test images for validation")
+  synthetic_size: int = _f(5000, "data", "training images of the synthetic dataset")
+  batch_size: int = _f(128, "data", "global batch size")
+  # model
+  model: str = _f("resnet20", "model", "resnet<6n+2>, wrn<depth>_<width>, vgg16/19, resnet50")
+  width: Optional[int] = _f(None, "model", "first-stage width of a CIFAR ResNet (16)")
+  bn_momentum: Optional[float] = _f(None, "model", "BatchNorm decay (network default)")
+  bn_epsilon: Optional[float] = _f(None, "model", "BatchNorm epsilon (network default)")
+  weight_decay: Optional[float] = _f(None, "model", "L2 on kernels (network default)")
+  initializer: Optional[str] = _f(None, "model", "kernel initializer (he_uniform)")
+  shortcut: Optional[str] = _f(None, "model", "CIFAR ResNet shortcut: projection or pad")
+  # dense training
+  train_steps: str = _f("72000it", "train", "N: length of the dense training cycle")
+  epoch_steps: Optional[str] = _f(None, "train", "iterations per epoch, for units, evaluation "
+                                  "and checkpoints (default: one pass over the data)")
+  lr: float = _f(0.1, "train", "initial learning rate")
+  lr_boundaries: Tuple[str, ...] = _f(("36000it", "54000it"), "train",
+                                      "steps at which the LR is multiplied by lr_factor")
+  lr_factor: float = _f(0.1, "train", "LR decay factor at each boundary")
+  momentum: float = _f(0.9, "train", "SGD momentum")
+  nesterov: bool = _f(True, "train", "Nesterov momentum (Mikler) or heavy ball (Renda)")
+  seed: int = _f(1, "train", "seed of initialisation, data order and augmentation")
+  mixed_precision: bool = _f(False, "train", "train in mixed_float16 (masks stay float32)")
+  # pruning
+  schedule: str = _f("one_shot", "prune", "one_shot or iterative")
+  density: float = _f(0.2, "prune", "one_shot: fraction of prunable weights kept")
+  rate: float = _f(0.8, "prune", "iterative: fraction of the remaining weights kept per round")
+  rounds: int = _f(1, "prune", "iterative: rounds (densities rate**1 .. rate**rounds)")
+  scope: str = _f("global", "prune", "global (one threshold) or layerwise")
+  structure: str = _f("unstructured", "prune", "unstructured or channel")
+  criterion: str = _f("magnitude", "prune", "magnitude or random (control)")
+  # retraining
+  method: str = _f("lr_rewind", "retrain", "finetune, weight_rewind, lr_rewind or custom")
+  rewind_step: str = _f("8000it", "retrain", "K: weight rewinding restores step K")
+  finetune_lr: float = _f(0.001, "retrain", "constant LR of fine-tuning")
+  retrain: Optional[str] = _f(None, "retrain", "T: retraining budget per round (method default)")
+  weights_from: Optional[str] = _f(None, "retrain", "custom: restore weights of this step "
+                                   "(unset: keep trained weights)")
+  lr_from: Optional[str] = _f(None, "retrain", "custom: replay the LR from this step "
+                              "(unset: constant finetune_lr)")
+  reset_momentum: bool = _f(True, "retrain", "fresh optimizer state at every prune (Mikler)")
+  restore_optimizer: bool = _f(True, "retrain", "weight rewinding restores step K's momentum "
+                               "(Renda; irrelevant with reset_momentum)")
+
+  # ------------------------------------------------------------------ derived values
+  def steps_per_epoch(self, data_steps: Optional[int] = None) -> int:
+    """Iterations per epoch: epoch_steps, else one pass over the training set."""
+    if self.epoch_steps is not None:
+      return parse_steps(self.epoch_steps, None, "epoch_steps")
+    if data_steps is not None:
+      return data_steps
+    return max(_train_size(self) // self.batch_size, 1)
+
+  def to_steps(self, name: str) -> Optional[int]:
+    value = getattr(self, name)
+    return None if value is None else parse_steps(value, self.steps_per_epoch(), name)
+
+  @property
+  def cycle_steps(self) -> int:
+    return self.to_steps("train_steps")
+
+  @property
+  def boundaries(self) -> List[int]:
+    return [parse_steps(b, self.steps_per_epoch(), "lr_boundaries") for b in self.lr_boundaries]
+
+  @property
+  def densities(self) -> Tuple[float, ...]:
+    if self.schedule == "one_shot":
+      return (self.density,)
+    return tuple(self.rate ** k for k in range(1, self.rounds + 1))
+
+  def plan(self) -> rewind.Retrain:
+    return rewind.retrain_plan(self.method, self.cycle_steps, self.to_steps("rewind_step"),
+                               self.to_steps("retrain"), self.to_steps("weights_from"),
+                               self.to_steps("lr_from"))
+
+  def model_overrides(self) -> Dict[str, Any]:
+    names = {"width": "width", "bn_momentum": "bn_momentum", "bn_epsilon": "bn_epsilon",
+             "weight_decay": "l2", "initializer": "initializer", "shortcut": "shortcut"}
+    return {arg: getattr(self, f) for f, arg in names.items() if getattr(self, f) is not None}
+
+  # ------------------------------------------------------------------ identity
+  def canonical(self, groups) -> Dict[str, Any]:
+    """Non-default values of the given groups, step counts resolved to iterations."""
+    out = {}
+    for f in dataclasses.fields(self):
+      if f.metadata["group"] not in groups:
+        continue
+      value = getattr(self, f.name)
+      if f.metadata.get("steps") or f.name in _STEP_FIELDS:
+        value = None if value is None else (
+            [parse_steps(v, self.steps_per_epoch(), f.name) for v in value]
+            if isinstance(value, tuple) else parse_steps(value, self.steps_per_epoch(), f.name))
+      default = f.default
+      if f.name in _STEP_FIELDS and default is not None:
+        default = ([parse_steps(v, self.steps_per_epoch(), f.name) for v in default]
+                   if isinstance(default, tuple) else
+                   parse_steps(default, self.steps_per_epoch(), f.name))
+      if value != default:
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+  def dense_key(self) -> str:
+    return _hash(self.canonical(DENSE_GROUPS))
+
+  def branch_key(self) -> str:
+    return _hash({"dense": self.dense_key(), **self.canonical(BRANCH_GROUPS)})
+
+  def to_json(self) -> Dict[str, Any]:
+    return {f.name: (list(v) if isinstance(v, tuple) else v)
+            for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+  @classmethod
+  def from_json(cls, d: Dict[str, Any]) -> "HParams":
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+
+  # ------------------------------------------------------------------ validation
+  def validate(self) -> "HParams":
+    """Raises ValueError with one clear sentence for any inconsistent setting."""
+    from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
+    if self.dataset not in data_lib.DATASETS:
+      raise ValueError(f"unknown --dataset={self.dataset!r}: choose one of "
+                       f"{', '.join(data_lib.DATASETS)}")
+    if not any(p.fullmatch(self.model) for p, _ in registry._PATTERNS):  # pylint: disable=protected-access
+      raise ValueError(f"unknown --model={self.model!r}: use resnet<6n+2> (e.g. resnet20), "
+                       f"wrn<depth>_<width> (wrn16_8), vgg11/13/16/19 or resnet50")
+    for name in ("batch_size", "synthetic_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+    if self.width is not None and self.width < 1:
+      raise ValueError(f"--width must be positive, got {self.width}")
+    if not self.lr > 0 or not self.finetune_lr > 0 or math.isinf(self.lr):
+      raise ValueError(f"learning rates must be positive, got --lr={self.lr} "
+                       f"--finetune_lr={self.finetune_lr}")
+    if not 0 <= self.momentum < 1:
+      raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+    if self.weight_decay is not None and self.weight_decay < 0:
+      raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+    self.steps_per_epoch()
+    n = self.cycle_steps
+    if n < 1:
+      raise ValueError(f"--train_steps must be positive, got {self.train_steps}")
+    if any(not 0 < b < n for b in self.boundaries):
+      raise ValueError(f"--lr_boundaries {list(self.lr_boundaries)} must lie inside the "
+                       f"cycle (0, {n})")
+    if self.schedule not in ("one_shot", "iterative"):
+      raise ValueError(f"unknown --schedule={self.schedule!r}: use one_shot or iterative")
+    masks_lib.check_density(self.density)
+    if self.schedule == "iterative":
+      if not 0 < self.rate < 1:
+        raise ValueError(f"--rate must be in (0, 1), got {self.rate}")
+      if self.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
+    for name, allowed in (("scope", masks_lib.SCOPES), ("structure", masks_lib.STRUCTURES),
+                          ("criterion", masks_lib.CRITERIA)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
+    k = self.to_steps("rewind_step")
+    if not 0 <= k < n:
+      raise ValueError(f"--rewind_step={self.rewind_step} ({k} iterations) is not inside the "
+                       f"dense cycle of {n} iterations: rewind to a step before the end")
+    self.plan()  # unknown method, bad budget or custom steps
+    return self
+
+
+_STEP_FIELDS = ("train_steps", "epoch_steps", "lr_boundaries", "rewind_step", "retrain",
+                "weights_from", "lr_from")
+_TRAIN_SIZES = {"cifar10": 50000, "cifar100": 50000}
+
+
+def _train_size(hp):
+  return _TRAIN_SIZES.get(hp.dataset, hp.synthetic_size)
+
+
+def parse_steps(value, steps_per_epoch: Optional[int], name: str = "steps") -> int:
+  """'8000it' -> 8000, '4ep' -> 4 * steps_per_epoch, 300 -> 300.
+
+  Example:
+    >>> parse_steps("4ep", 2000)
+    8000
+  """
+  if isinstance(value, int) and not isinstance(value, bool):
+    return value
+  match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*", str(value))
+  if not match:
+    raise ValueError(f"--{name}={value!r} is not a step count: write e.g. 8000it or 4ep")
+  number, unit = float(match.group(1)), match.group(2) or "it"
+  if unit == "ep":
+    if steps_per_epoch is None:
+      raise ValueError(f"--{name}={value!r} counts epochs, but epoch_steps is itself in epochs")
+    number *= steps_per_epoch
+  if number != int(number):
+    raise ValueError(f"--{name}={value!r} is not a whole number of iterations")
+  return int(number)
+
+
+def _hash(d: Dict[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def expand_densities(spec: str) -> List[float]:
+  """'0.8^1..20' -> [0.8, 0.64, ...]; '0.5,0.25' -> [0.5, 0.25]. Derived, never pasted."""
+  out = []
+  for part in str(spec).split(","):
+    part = part.strip()
+    m = re.fullmatch(r"(\d*\.?\d+)\^(\d+)(?:\.\.(\d+))?", part)
+    if m:
+      base, lo = float(m.group(1)), int(m.group(2))
+      hi = int(m.group(3) or lo)
+      out += [base ** k for k in range(lo, hi + 1)]
+    else:
+      try:
+        out.append(float(part))
+      except ValueError:
+        raise ValueError(f"--densities: {part!r} is neither a number nor RATE^A..B") from None
+  return out

@@ -1,0 +1,181 @@
+"""Run folders: named by a hash of their hyper-parameters, written atomically, locked.
+
+  <root>/dense_<model>_<dataset>_s<seed>_<hash>/      one per (data, model, training, seed)
+      hparams.json  result.json  metrics.csv  trained.jsonl  final/  backup/  snapshots/  tb/
+  <root>/prune_<model>_<dataset>_<method>_<schedule>_d<density>_s<seed>_<hash>/
+      the same files, one folder per density (iterative: per round)
+
+Every file name comes from `RunPaths`. A run is finished when its result.json
+exists; result.json is written last and atomically (temporary file, then
+rename), and checkpoints are written into a temporary folder that is renamed
+into place, so a kill leaves either the old state or the new one.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import time
+from typing import Any, Dict, Iterator, Optional
+
+from tfrewind import hparams as hp_lib
+from tfrewind.rewind import atomic_write
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+  """Every file of one run folder."""
+  dir: str
+
+  @property
+  def hparams(self):
+    return os.path.join(self.dir, "hparams.json")
+
+  @property
+  def result(self):
+    return os.path.join(self.dir, "result.json")
+
+  @property
+  def failed(self):
+    return os.path.join(self.dir, "failed.json")
+
+  @property
+  def metrics(self):
+    return os.path.join(self.dir, "metrics.csv")
+
+  @property
+  def ledger(self):
+    return os.path.join(self.dir, "trained.jsonl")
+
+  @property
+  def final(self):
+    return os.path.join(self.dir, "final")
+
+  @property
+  def final_ckpt(self):
+    return os.path.join(self.final, "ckpt")
+
+  @property
+  def backup(self):
+    return os.path.join(self.dir, "backup")
+
+  @property
+  def tensorboard(self):
+    return os.path.join(self.dir, "tb")
+
+  @property
+  def lock(self):
+    return os.path.join(self.dir, "lock")
+
+  def snapshot(self, step: int):
+    return os.path.join(self.dir, "snapshots", f"step_{step}.npz")
+
+  def finished(self) -> bool:
+    return os.path.exists(self.result)
+
+
+def _fmt(x: float) -> str:
+  return f"{x:.4g}"
+
+
+def dense_paths(root: str, hp: hp_lib.HParams) -> RunPaths:
+  name = f"dense_{hp.model}_{hp.dataset}_s{hp.seed}_{hp.dense_key()}"
+  return RunPaths(os.path.join(root, name))
+
+
+def branch_canonical(hp: hp_lib.HParams, round_: int) -> Dict[str, Any]:
+  """What names a retraining run: its dense network, its branch settings, its round."""
+  branch = hp.canonical(hp_lib.BRANCH_GROUPS)
+  # Settings that this schedule does not read must not split runs.
+  unused = ("rate", "rounds") if hp.schedule == "one_shot" else ("density", "rounds")
+  for name in unused:
+    branch.pop(name, None)
+  if hp.schedule == "iterative":
+    branch["rate"] = hp.rate
+  return {"dense": hp.dense_key(), "round": round_, **branch}
+
+
+def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
+  key = hp_lib._hash(branch_canonical(hp, round_))  # pylint: disable=protected-access
+  density = hp.density if hp.schedule == "one_shot" else hp.rate ** round_
+  sched = "os" if hp.schedule == "one_shot" else f"it{round_}"
+  name = (f"prune_{hp.model}_{hp.dataset}_{hp.method}_{sched}_d{_fmt(density)}_s{hp.seed}_"
+          f"{key}")
+  return RunPaths(os.path.join(root, name))
+
+
+def check_root(root: str) -> None:
+  """Creates the root, or raises ValueError saying why it cannot be used."""
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise ValueError(f"--root={root} is a file, not a folder: choose another --root")
+  try:
+    os.makedirs(root, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"cannot create --root={root}: {e.strerror}") from None
+  if not os.access(root, os.W_OK):
+    raise ValueError(f"--root={root} is not writable: choose another --root or fix its "
+                     f"permissions")
+
+
+def inside(root: str, path: str) -> bool:
+  """True if `path` lies inside `root` (run names never escape it)."""
+  root = os.path.realpath(root)
+  return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def write_json(path: str, obj) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str) -> Optional[Any]:
+  """The JSON in `path`, or None if it is missing or not valid JSON (a torn write)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def append_line(path: str, obj) -> None:
+  """Appends one JSON line (a single write call, so concurrent lines do not interleave)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(json.dumps(obj, sort_keys=True) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read_lines(path: str):
+  out = []
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        try:
+          out.append(json.loads(line))
+        except ValueError:
+          pass  # a line torn by a kill
+  return out
+
+
+@contextlib.contextmanager
+def locked(paths: RunPaths) -> Iterator[None]:
+  """Holds the run's exclusive file lock: a second process waits, then sees the result."""
+  os.makedirs(paths.dir, exist_ok=True)
+  with open(paths.lock, "a+", encoding="utf-8") as f:
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def replace_dir(tmp: str, final: str) -> None:
+  """Moves a fully written folder into place (the old one, if any, removed first)."""
+  old = f"{final}.old-{os.getpid()}-{time.time_ns()}"
+  if os.path.exists(final):
+    os.rename(final, old)
+  os.rename(tmp, final)
+  shutil.rmtree(old, ignore_errors=True)
