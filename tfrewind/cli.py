@@ -158,15 +158,29 @@ def _strategy():
   return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
 
+def _worker_index(strategy):
+  """None for the chief (or a single process), else this worker's task index."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+    return None
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                              "chief" not in resolver.cluster_spec().as_dict()):
+    return None
+  return task_id if task_type == "worker" else 1000 + task_id
+
+
 def cmd_run(runs=None) -> int:
   from tfrewind import experiment, store  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   t0 = time.time()
+  strategy = _strategy()  # first: collective ops must be configured before any TF op runs
   runs = runs or make_grid()
-  env = experiment.Env(root=FLAGS.root, strategy=_strategy(), jit_compile=FLAGS.jit_compile,
+  env = experiment.Env(root=FLAGS.root, strategy=strategy, jit_compile=FLAGS.jit_compile,
                        steps_per_execution=FLAGS.steps_per_execution,
                        deterministic=FLAGS.deterministic, verbose=FLAGS.verbose,
                        snapshot_steps=experiment.snapshot_steps(runs))
+  env.worker = _worker_index(env.strategy)
   runner = experiment.Runner(env)
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
     runner.data(hp, 0, 0)  # missing data fails here, before any training
@@ -198,12 +212,13 @@ _GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "method", "density",
                "retrain", "print")
 
 
-def cmd_sweep(argv) -> int:
-  runs = make_grid()
+def cmd_sweep(raw_args) -> int:
+  """Runs the grid in order, or with --print writes one `tfrewind run` line per run."""
   if not FLAGS.print:
-    return cmd_run(runs)
+    return cmd_run()
+  runs = make_grid()
   keep = []
-  for arg in argv[1:]:
+  for arg in raw_args:
     name = arg.lstrip("-").split("=")[0]
     if name.startswith("no") and name[2:] in _GRID_FLAGS:
       continue
@@ -249,13 +264,12 @@ def cmd_bench() -> int:
                     steps=FLAGS.bench_steps, batch=FLAGS.bench_batch, dataset=FLAGS.dataset)
 
 
-def main(argv) -> int:
-  """Runs the command argv[0] with the already parsed FLAGS."""
-  command = argv[0]
+def main(command: str, raw_args: List[str]) -> int:
+  """Runs `command` with the already parsed FLAGS (raw_args: as typed, for sweep --print)."""
   if command == "run":
     return cmd_run()
   if command == "sweep":
-    return cmd_sweep(argv)
+    return cmd_sweep(raw_args)
   if command == "models":
     return cmd_models()
   if command == "report":
@@ -263,6 +277,41 @@ def main(argv) -> int:
   if command == "bench":
     return cmd_bench()
   raise UsageError(f"unknown command {command!r}")
+
+
+def expand_flagfiles(args: List[str], _stack=()) -> List[str]:
+  """Inlines --flagfile=PATH arguments, recursively.
+
+  Unlike absl's own --flagfile, a path inside a flag file is relative to that
+  file, so `tfrewind run --flagfile=/anywhere/flags/x.flags` works from any
+  folder. Lines are flags (--name=value); '#' and '//' start comments.
+  """
+  out = []
+  for arg in args:
+    if not arg.startswith("--flagfile="):
+      out.append(arg)
+      continue
+    path = arg.split("=", 1)[1]
+    if not os.path.isfile(path):
+      raise UsageError(f"flag file {path} does not exist: check the path "
+                       f"(the paper flag files are in flags/)")
+    real = os.path.realpath(path)
+    if real in _stack:
+      raise UsageError(f"flag file {path} includes itself")
+    lines = []
+    with open(path, encoding="utf-8") as f:
+      for number, line in enumerate(f, start=1):
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith("//"):
+          continue
+        if not line.startswith("--"):
+          raise UsageError(f"{path}:{number}: {line!r} is not a flag: write --name=value")
+        if line.startswith("--flagfile="):
+          inner = line.split("=", 1)[1]
+          line = "--flagfile=" + os.path.join(os.path.dirname(path), inner)
+        lines.append(line)
+    out += expand_flagfiles(lines, _stack + (real,))
+  return out
 
 
 def _fail(message: str, status: int = 2):
@@ -278,28 +327,25 @@ def run_main(argv: Optional[List[str]] = None) -> None:
     _fail(f"expected a command ({', '.join(COMMANDS)}), got {got}: e.g. "
           f"tfrewind run --flagfile=flags/quickstart.flags")
   command = argv[1]
-  rest = [argv[0]] + argv[2:]
-  for arg in rest[1:]:
-    if arg.startswith("--flagfile="):
-      path = arg.split("=", 1)[1]
-      if not os.path.isfile(path):
-        _fail(f"flag file {path} does not exist: check the path (flag files live in flags/)")
   try:
+    rest = [argv[0]] + expand_flagfiles(argv[2:])
     parsed = FLAGS(rest)
+  except UsageError as e:
+    _fail(str(e))
   except flags.Error as e:
     _fail(f"{e}; see tfrewind {command} --helpfull")
   if len(parsed) > 1:
     _fail(f"unexpected argument {parsed[1]!r}: flags are written --name=value")
   logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)
   logging.use_absl_handler()
-  sys.exit(_guarded_main([command] + rest))
+  sys.exit(_guarded_main(command, argv[2:]))
 
 
-def _guarded_main(argv):
+def _guarded_main(command, raw_args):
   from tfrewind import data as data_lib  # pylint: disable=g-import-not-at-top
   from tfrewind import experiment  # pylint: disable=g-import-not-at-top
   try:
-    return main(argv)
+    return main(command, raw_args)
   except (UsageError, data_lib.DataError) as e:
     _fail(str(e))
   except experiment.RunFailed as e:

@@ -12,6 +12,7 @@ Example:
   >>> runner.branch(HParams(model="resnet20", method="lr_rewind", density=0.107))
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -51,6 +52,9 @@ class Env:
   verbose: int = 1
   # Dense steps to snapshot for weight restoring (all the grid needs, so one dense run serves all).
   snapshot_steps: Sequence[int] = ()
+  # Multi-worker training: every worker trains in lockstep, only the chief (None) writes to
+  # the root; worker i writes its copies under <root>/.worker<i>, where its restarts find them.
+  worker: Optional[int] = None
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -126,16 +130,35 @@ class Runner:
     store.check_root(env.root)
 
   # ------------------------------------------------------------------ phases
+  def _own(self, paths: store.RunPaths) -> store.RunPaths:
+    """Where this process writes a run: the run itself (chief), or a worker's private copy."""
+    if self.env.worker is None:
+      return paths
+    rel = os.path.relpath(paths.dir, self.env.root)
+    return store.RunPaths(os.path.join(self.env.root, f".worker{self.env.worker}", rel))
+
+  def _readable(self, paths: store.RunPaths) -> store.RunPaths:
+    """The copy of a run to read: this worker's own if it trained it, else the chief's."""
+    own = self._own(paths)
+    return own if own.finished() else paths
+
+  def _locked(self, paths):
+    # Workers train in lockstep with the chief: a worker waiting on the chief's lock would
+    # deadlock the collectives, so only the chief locks.
+    return store.locked(paths) if self.env.worker is None else contextlib.nullcontext()
+
   def dense(self, hp: hp_lib.HParams) -> store.RunPaths:
     """Trains (or finds) the dense network of `hp`, with its rewind snapshots."""
     paths = store.dense_paths(self.env.root, hp)
     needed = sorted(set(self.env.snapshot_steps))
     if not paths.finished():
-      with store.locked(paths):
+      with self._locked(paths):
         if not paths.finished():
-          self._train(hp, paths, kind="dense", round_=0, start=0, end=hp.cycle_steps,
-                      initial=None, phase_cb=[rewind.SnapshotCallback(k, paths.snapshot(k))
+          own = self._own(paths)
+          self._train(hp, own, kind="dense", round_=0, start=0, end=hp.cycle_steps,
+                      initial=None, phase_cb=[rewind.SnapshotCallback(k, own.snapshot(k))
                                               for k in needed])
+    paths = self._readable(paths)
     missing = [k for k in needed if not os.path.exists(paths.snapshot(k))]
     if missing:
       raise ValueError(f"dense run {paths.dir} has no snapshot of step(s) {missing}: it was "
@@ -150,12 +173,12 @@ class Runner:
     if paths.finished():
       return paths
     previous = self.dense(hp) if round_ == 1 else self.branch(hp, round_ - 1)
-    dense = store.dense_paths(self.env.root, hp)
+    dense = self._readable(store.dense_paths(self.env.root, hp))
     plan = hp.plan()
     start = hp.cycle_steps + (round_ - 1) * plan.steps
     density = hp.densities[round_ - 1]
     snapshot = None if plan.weights_from is None else dense.snapshot(plan.weights_from)
-    with store.locked(paths):
+    with self._locked(paths):
       if not paths.finished():
         callback = rewind.RewindCallback(
             method=hp.method, schedule=schedules.OneShot(density), cycle_steps=hp.cycle_steps,
@@ -165,9 +188,9 @@ class Runner:
             criterion=hp.criterion, seed=hp.seed, reset_momentum=hp.reset_momentum,
             restore_optimizer=hp.restore_optimizer, dense_trained=True, snapshot=snapshot,
             start_step=start, verbose=self.env.verbose)
-        self._train(hp, paths, kind="prune", round_=round_, start=start,
+        self._train(hp, self._own(paths), kind="prune", round_=round_, start=start,
                     end=start + plan.steps, initial=previous.final_ckpt, phase_cb=[callback])
-    return paths
+    return self._readable(paths)
 
   # ------------------------------------------------------------------ machinery
   def data(self, hp: hp_lib.HParams, round_: int, start_in_phase: int) -> data_lib.Bundle:

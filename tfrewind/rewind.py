@@ -7,6 +7,7 @@ fine-tuning LR), and retrain for `steps` steps.
 
   finetune       Retrain(None, None, N)     constant LR 0.001
   weight_rewind  Retrain(K, K, N - K)       weights, BatchNorm, momentum from K
+                                            (a budget T instead sets K = N - T)
   lr_rewind      Retrain(None, N - T, T)    T = N by default: LR from 0
 
 "Step K" is the state after K optimizer updates (optimizer.iterations == K).
@@ -206,10 +207,10 @@ def retrain_plan(method: str, cycle_steps: int, rewind_step: int = 0,
       raise ValueError(f"lr_rewind budget {t} is longer than the cycle ({n} steps)")
     plan = Retrain(None, n - t, t)
   elif method == "weight_rewind":
-    k = int(rewind_step)
-    if retrain_steps is not None and retrain_steps != n - k:
-      raise ValueError(f"weight_rewind from step {k} retrains {n - k} steps, not "
-                       f"{retrain_steps}; use method='custom' for other budgets")
+    # A budget T means Renda's form: rewind weights and LR to step N - T.
+    k = int(rewind_step) if retrain_steps is None else n - retrain_steps
+    if k < 0:
+      raise ValueError(f"weight_rewind budget {retrain_steps} is longer than the cycle ({n} steps)")
     plan = Retrain(k, k, n - k)
   else:
     if retrain_steps is None:
