@@ -14,6 +14,7 @@ _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfrewind.lr import Rewindable, StepDecay  # noqa: E402
+from tfrewind.models import build_model  # noqa: E402
 from tfrewind.pruning.schedules import Iterative, OneShot  # noqa: E402
 from tfrewind.pruning.sparsity import (density, get_masks, layer_densities, prunable,  # noqa: E402
                                        prune)
@@ -22,5 +23,5 @@ from tfrewind.rewind import (Retrain, RewindCallback, Snapshot, retrain_plan,  #
 
 __all__ = ["prunable", "prune", "density", "get_masks", "layer_densities", "OneShot",
            "Iterative", "snapshot", "rewind_weights", "Snapshot", "RewindCallback", "Retrain",
-           "retrain_plan", "StepDecay", "Rewindable"]
+           "retrain_plan", "StepDecay", "Rewindable", "build_model"]
 __version__ = "0.1.0"

@@ -129,8 +129,11 @@ def _check_densities_keep_weights(runs):
     key = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
     smallest[key] = min(smallest.get(key, 1.0), min(hp.densities))
   for (model, overrides, dataset), density in smallest.items():
-    net = registry.build_model(model, num_classes=100 if dataset == "cifar100" else 10,
-                               input_shape=(32, 32, 3), **dict(overrides))
+    try:
+      net = registry.build_model(model, num_classes=100 if dataset == "cifar100" else 10,
+                                 input_shape=(32, 32, 3), **dict(overrides))
+    except ValueError as e:
+      raise UsageError(f"--model={model}: {e}") from None
     total = registry.counts(net)["prunable"]
     keras.backend.clear_session()
     if masks.kept_count(density, total) < 1:

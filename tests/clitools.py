@@ -1,0 +1,56 @@
+"""Running the `tfrewind` command in-process or as a real subprocess, for tests."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = os.path.join(REPO, "flags", "quickstart.flags")
+# The quickstart made smaller still: 40 dense steps, rewind to step 10.
+SMALL = ["--train_steps=40it", "--epoch_steps=10it", "--lr_boundaries=20it,30it",
+         "--rewind_step=10it", "--synthetic_size=400", "--batch_size=32", "--verbose=0"]
+
+
+def cli(args, capsys=None):
+  """Runs `tfrewind ARGS` in this process; returns (exit status, stdout, stderr)."""
+  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.unparse_flags()
+  try:
+    cli_lib.run_main(["tfrewind"] + list(args))
+    status = 0
+  except SystemExit as e:
+    status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+  finally:
+    flags.FLAGS.unparse_flags()
+  out = capsys.readouterr() if capsys else None
+  return status, (out.out if out else ""), (out.err if out else "")
+
+
+def spawn(args, cwd, env_extra=None, **kwargs):
+  """Starts the installed console script as a separate process."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
+  exe = os.path.join(os.path.dirname(sys.executable), "tfrewind")
+  cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "tfrewind"]
+  return subprocess.Popen(cmd + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def ledger(root):
+  """{run folder name: [trained.jsonl lines]} for every run under root."""
+  out = {}
+  for path in glob.glob(os.path.join(root, "*", "trained.jsonl")):
+    with open(path, encoding="utf-8") as f:
+      out[os.path.basename(os.path.dirname(path))] = [json.loads(l) for l in f if l.strip()]
+  return out
+
+
+def results(root):
+  out = {}
+  for path in glob.glob(os.path.join(root, "*", "result.json")):
+    with open(path, encoding="utf-8") as f:
+      out[os.path.basename(os.path.dirname(path))] = json.load(f)
+  return out

@@ -1,0 +1,229 @@
+"""The runner end to end: quickstart, reuse, resume after a kill, concurrency, bad flags."""
+
+import glob
+import os
+import signal
+import time
+
+import pytest
+
+from clitools import QUICK, REPO, SMALL, cli, ledger, results, spawn
+
+
+def test_quickstart_end_to_end_then_rerun_trains_nothing(tmp_path, capsys):
+  root = str(tmp_path / "runs")
+  status, out, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL], capsys)
+  assert status == 0, err
+  for method in ("finetune", "weight_rewind", "lr_rewind"):
+    assert method in out
+  assert "tensorboard --logdir" in out and "tfrewind report" in out
+  res = results(root)
+  assert len(res) == 4  # dense + three methods
+  dense = [r for r in res.values() if r["kind"] == "dense"]
+  assert len(dense) == 1 and dense[0]["steps"] == 40 and dense[0]["density"] == 1.0
+  pruned = [r for r in res.values() if r["kind"] == "prune"]
+  assert all(r["density"] == pytest.approx(0.2, abs=1e-4) for r in pruned)
+  steps = sorted(r["steps"] for r in pruned)
+  assert steps == [40 + 30, 40 + 40, 40 + 40]  # weight rewinding retrains N - K
+  before = ledger(root)
+  assert sum(l["steps"] for lines in before.values() for l in lines) == 40 + 30 + 40 + 40
+  # The dense run's files, and its rewind snapshot.
+  dense_dir = glob.glob(os.path.join(root, "dense_*"))[0]
+  for name in ("hparams.json", "result.json", "metrics.csv", "final/ckpt.index",
+               "snapshots/step_10.npz", "tb/hparams"):
+    assert os.path.exists(os.path.join(dense_dir, name)), name
+  assert not os.path.exists(os.path.join(dense_dir, "backup"))
+  status, out2, _ = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL], capsys)
+  assert status == 0 and ledger(root) == before  # second invocation: no training at all
+  assert out2.count("pt") == out.count("pt")
+
+
+def test_every_flag_file_parses_and_validates(capsys):
+  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
+  assert len(files) >= 12
+  counts = {}
+  for path in files:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([f"--flagfile={path}"]))
+    counts[os.path.basename(path)] = len(cli_lib.make_grid())
+  flags.FLAGS.unparse_flags()
+  assert counts["resnet110_one_shot.flags"] == 3
+  assert counts["resnet20_one_shot.flags"] == 60  # 3 methods x 20 densities
+  assert counts["renda_resnet56_budgets.flags"] == 300  # 3 methods x 10 densities x 10 budgets
+  assert counts["wrn16_8_iterative.flags"] == 3
+
+
+def test_flag_files_carry_the_papers_hyperparameters(capsys):
+  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def first(name):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles(
+        [f"--flagfile={os.path.join(REPO, 'flags', name)}"]))
+    hp = cli_lib.make_grid()[0]
+    flags.FLAGS.unparse_flags()
+    return hp
+
+  r20 = first("resnet20_one_shot.flags")
+  assert (r20.cycle_steps, r20.boundaries, r20.to_steps("rewind_step")) == (72000, [36000, 54000],
+                                                                          8000)
+  assert r20.nesterov and r20.reset_momentum and r20.lr == 0.1 and r20.batch_size == 128
+  wrn = first("wrn16_8_iterative_30.flags")
+  assert (wrn.model, wrn.cycle_steps, wrn.boundaries, wrn.lr_factor) == (
+      "wrn16_8", 80000, [32000, 48000, 64000], 0.2)
+  assert wrn.rate == pytest.approx(0.7) and wrn.rounds == 12
+  r110 = first("resnet110_one_shot.flags")
+  assert r110.density == pytest.approx(0.107374, abs=1e-6)  # 89.3% sparsity
+  renda = first("renda_resnet56_budgets.flags")
+  assert renda.cycle_steps == 182 * 390 and not renda.nesterov and renda.validation
+  assert first("resnet56_cifar100_one_shot.flags").dataset == "cifar100"
+  assert first("resnet20_structured.flags").structure == "channel"
+
+
+def test_sweep_print_gives_one_command_per_run(tmp_path, capsys):
+  status, out, _ = cli(["sweep", f"--flagfile={QUICK}", "--seeds=1,2", "--densities=0.5,0.2",
+                        "--print"], capsys)
+  lines = out.strip().splitlines()
+  assert status == 0 and len(lines) == 2 * 3 * 2
+  assert all(l.startswith(f"tfrewind run --flagfile={QUICK} ") for l in lines)
+  assert sum("--method=lr_rewind" in l and "--seed=2" in l and "--density=0.2" in l
+             for l in lines) == 1
+
+
+BAD = [
+    (["--model=resnet21"], "model"),
+    (["--model=alexnet"], "unknown --model"),
+    (["--densities=1.5"], "density"),
+    (["--densities=0"], "density"),
+    (["--density=-0.2"], "density"),
+    (["--densities=0.000001"], "keeps no weight"),
+    (["--rewind_step=400it"], "rewind_step"),
+    (["--rewind_step=5ep"], "rewind_step"),
+    (["--methods=prune_harder"], "unknown method"),
+    (["--schedule=gradual"], "schedule"),
+    (["--train_steps=ten"], "not a step count"),
+    (["--lr_boundaries=900it"], "lr_boundaries"),
+    (["--dataset=mnist"], "dataset"),
+    (["--dataset=cifar10", "--data_dir=/nonexistent/cifar", "--nodownload"], "/nonexistent/cifar"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--flagfile=/nonexistent/x.flags"], "does not exist"),
+    (["--batch_size=0"], "batch_size"),
+    (["--seeds=one"], "seeds"),
+    (["--step=1.5", "--schedule=iterative"], "step"),
+    (["--scope=local"], "scope"),
+    (["--momentum=1.5"], "momentum"),
+    (["--lr=-1"], "learning rates"),
+    (["--method=custom"], "retrain_steps"),
+    (["--methods=weight_rewind", "--retrain=500it"], "longer than the cycle"),
+    (["--densities=0.8^x"], "densities"),
+    (["--distribution=tpu"], "distribution"),
+]
+
+
+@pytest.mark.parametrize("args,match", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_flags_exit_nonzero_with_one_clear_line_before_training(args, match, tmp_path,
+                                                                    capsys):
+  root = tmp_path / "runs"
+  status, out, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, *args], capsys)
+  lines = [l for l in err.strip().splitlines() if l.startswith("tfrewind: error:")]
+  assert status != 0
+  assert len(lines) == 1 and match in lines[0], err
+  assert not glob.glob(str(root / "*"))  # nothing trained, nothing written
+
+
+def test_root_that_is_a_file_and_malformed_flag_file(tmp_path, capsys):
+  (tmp_path / "file").write_text("x")
+  status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={tmp_path / 'file'}", *SMALL],
+                       capsys)
+  assert status == 2 and "is a file" in err
+  bad = tmp_path / "bad.flags"
+  bad.write_text("--model=resnet20\nmodel resnet56\n")
+  status, _, err = cli(["run", f"--flagfile={bad}"], capsys)
+  assert status == 2 and "bad.flags:2" in err and "not a flag" in err
+  status, _, err = cli(["fly"], capsys)
+  assert status == 2 and "expected a command" in err
+
+
+def test_models_command_prints_counts(capsys):
+  status, out, _ = cli(["models"], capsys)
+  assert status == 0
+  assert "resnet20" in out and "272,474" in out and "10,961,370" in out and "resnet50" in out
+
+
+def _wait_for(predicate, proc, limit=240):
+  deadline = time.monotonic() + limit
+  while not predicate():
+    assert proc.poll() is None, proc.stdout.read()
+    assert time.monotonic() < deadline, "condition never met"
+    time.sleep(0.2)
+
+
+def test_resume_after_kill_minus_9_mid_training(tmp_path):
+  root = tmp_path / "runs"
+  args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=200it",
+          "--lr_boundaries=100it,150it", "--methods=lr_rewind"]
+  proc = spawn(args, cwd=tmp_path)
+  backups = lambda: glob.glob(str(root / "dense_*" / "backup" / "ckpt-*.index"))
+  _wait_for(lambda: len(backups()) >= 1, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not results(str(root))
+  again = spawn(args, cwd=tmp_path)
+  out, _ = again.communicate(timeout=400)
+  assert again.returncode == 0, out
+  res = results(str(root))
+  assert len(res) == 2
+  dense_lines = [l for name, ls in ledger(str(root)).items() if name.startswith("dense")
+                 for l in ls]
+  # The resumed session started where a checkpoint left off, not at step 0, and ended at N.
+  assert len(dense_lines) == 1 and dense_lines[0]["start"] > 0 and dense_lines[0]["end"] == 200
+  assert dense_lines[0]["start"] % 10 == 0
+
+
+def test_two_processes_on_one_root_train_the_dense_network_once(tmp_path):
+  root = tmp_path / "runs"
+  a = spawn(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=lr_rewind"],
+            cwd=tmp_path)
+  b = spawn(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=finetune"],
+            cwd=tmp_path)
+  out_a, _ = a.communicate(timeout=400)
+  out_b, _ = b.communicate(timeout=400)
+  assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+  lines = ledger(str(root))
+  dense = [l for name, ls in lines.items() if name.startswith("dense") for l in ls]
+  assert len(dense) == 1 and dense[0]["steps"] == 40
+  assert len(results(str(root))) == 3
+
+
+def _free_ports(n):
+  import socket  # pylint: disable=g-import-not-at-top
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ports
+
+
+def test_multi_worker_two_local_processes_on_loopback(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "runs"
+  hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+  procs = []
+  for index in range(2):
+    tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker",
+                                                                   "index": index}})
+    procs.append(spawn(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL,
+                        "--methods=weight_rewind", "--distribution=multi_worker"],
+                       cwd=tmp_path, env_extra={"TF_CONFIG": tf_config}))
+  outs = [p.communicate(timeout=500)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  chief, worker = results(str(root)), results(str(root / ".worker1"))
+  assert len(chief) == 2 and chief.keys() == worker.keys()
+  for name in chief:  # trained together: the same numbers on both workers
+    assert chief[name]["test_accuracy"] == worker[name]["test_accuracy"]
+    assert chief[name]["layer_densities"] == worker[name]["layer_densities"]
