@@ -36,6 +36,13 @@ def test_quickstart_end_to_end_then_rerun_trains_nothing(tmp_path, capsys):
   status, out2, _ = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL], capsys)
   assert status == 0 and ledger(root) == before  # second invocation: no training at all
   assert out2.count("pt") == out.count("pt")
+  # The report on this real output.
+  report = str(tmp_path / "report")
+  status, out3, _ = cli(["report", f"--root={root}", f"--out={report}"], capsys)
+  assert status == 0 and "4 finished runs" in out3
+  table = open(os.path.join(report, "results.csv")).read().splitlines()
+  assert len(table) == 1 + 3 and os.path.exists(os.path.join(
+      report, "resnet8_synthetic_one_shot_unstructured.png"))
 
 
 def test_every_flag_file_parses_and_validates(capsys):

@@ -225,9 +225,12 @@ class Runner:
     t0 = time.time()
     os.makedirs(paths.dir, exist_ok=True)
     if not os.path.exists(paths.hparams):
-      store.write_json(paths.hparams, {"kind": kind, "round": round_, "hparams": hp.to_json(),
-                                       "density_target": (hp.densities[round_ - 1]
-                                                          if kind == "prune" else 1.0)})
+      # Derived values too, so that the report reads JSON and never imports training code.
+      store.write_json(paths.hparams, {
+          "kind": kind, "round": round_, "hparams": hp.to_json(),
+          "density_target": hp.densities[round_ - 1] if kind == "prune" else 1.0,
+          "dense_run": os.path.basename(store.dense_paths(self.env.root, hp).dir),
+          "steps": end - start, "epoch_steps": hp.steps_per_epoch()})
     logging.info("%s run %s", kind, paths.dir)
     keras.utils.set_random_seed(hp.seed * 1000 + round_)
     if self.env.deterministic:

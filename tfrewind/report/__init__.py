@@ -1,0 +1,1 @@
+"""The report: tables and figures from run folders, beside the published results."""

@@ -1,0 +1,142 @@
+"""Tables from run folders and from the published results: pure pandas, no training code.
+
+Statistics over seeds (trials): the median, an 80% interval (the 10th and 90th
+percentiles, linear interpolation; Mikler reports 80% intervals) and min/max
+(Renda's error bars). The selection rule of Renda et al.: for each (network,
+structure, schedule, method, density) keep the retraining budget whose median
+validation accuracy is highest (ties: the longer budget), and report the
+median test accuracy of that budget.
+"""
+
+import glob
+import json
+import os
+from typing import List, Tuple
+
+import numpy as np
+import pandas as pd
+
+KEYS = ["network", "dataset", "structure", "schedule", "method", "density"]
+METHODS = ("finetune", "weight_rewind", "lr_rewind")
+CONTROLS = ("reinit", "weight_rewind_low_lr", "custom")
+
+
+def _read(path):
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def collect(root: str) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+  """(pruned runs, dense runs, counts) of every finished run folder under `root`.
+
+  counts: {"finished", "unfinished", "failed": [folder names]}.
+  """
+  rows, dense, counts = [], {}, {"finished": 0, "unfinished": 0, "failed": []}
+  for folder in sorted(glob.glob(os.path.join(root, "*", ""))):
+    name = os.path.basename(os.path.dirname(folder))
+    if name.startswith("."):
+      continue  # multi-worker copies
+    meta = _read(os.path.join(folder, "hparams.json"))
+    if meta is None:
+      continue
+    if os.path.exists(os.path.join(folder, "failed.json")):
+      counts["failed"].append(name)
+      continue
+    result = _read(os.path.join(folder, "result.json"))
+    if result is None:
+      counts["unfinished"] += 1
+      continue
+    counts["finished"] += 1
+    hp = meta["hparams"]
+    row = {"run": name, "network": hp["model"], "dataset": hp["dataset"],
+           "structure": hp["structure"], "schedule": hp["schedule"], "seed": hp["seed"],
+           "test_acc": result["test_accuracy"], "val_acc": result.get("val_accuracy"),
+           "measured_density": result["density"]}
+    if meta["kind"] == "dense":
+      dense[name] = row
+      continue
+    row.update(method=hp["method"], density=round(meta["density_target"], 4),
+               round=meta["round"], dense_run=meta.get("dense_run"),
+               retrain_epochs=meta.get("steps", 0) / meta.get("epoch_steps", 1),
+               flops_speedup=result.get("flops_speedup"))
+    rows.append(row)
+  runs = pd.DataFrame(rows)
+  dense_df = pd.DataFrame(list(dense.values()))
+  if not runs.empty:
+    base = {k: v["test_acc"] for k, v in dense.items()}
+    runs["dense_acc"] = runs["dense_run"].map(base)
+  return runs, dense_df, counts
+
+
+def stats(values) -> dict:
+  v = np.asarray(values, dtype=float)
+  return {"trials": len(v), "median": float(np.median(v)), "low80": float(np.percentile(v, 10)),
+          "high80": float(np.percentile(v, 90)), "min": float(v.min()), "max": float(v.max())}
+
+
+def select_budget(df: pd.DataFrame, keys=KEYS) -> pd.DataFrame:
+  """Renda's rule: per `keys`, the rows of the budget with the best median val_acc."""
+  if "retrain_epochs" not in df or df["retrain_epochs"].nunique() <= 1 or df["val_acc"].isna().all():
+    return df
+  med = df.groupby(keys + ["retrain_epochs"], dropna=False)["val_acc"].median().reset_index()
+  med = med.sort_values(keys + ["val_acc", "retrain_epochs"])
+  best = med.groupby(keys, dropna=False).tail(1)[keys + ["retrain_epochs"]]
+  return df.merge(best, on=keys + ["retrain_epochs"])
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+  """One row per setting: median, 80% interval, min/max over seeds, change vs dense."""
+  if runs.empty:
+    return pd.DataFrame()
+  chosen = select_budget(runs)
+  out = []
+  for key, group in chosen.groupby(KEYS, dropna=False):
+    row = dict(zip(KEYS, key))
+    s = stats(group["test_acc"])
+    dense = stats(group["dense_acc"].dropna()) if group["dense_acc"].notna().any() else None
+    row.update(s, compression=1.0 / row["density"], sparsity=1.0 - row["density"],
+               retrain_epochs=float(group["retrain_epochs"].iloc[0]),
+               seeds=",".join(str(x) for x in sorted(group["seed"])),
+               dense_median=dense["median"] if dense else np.nan)
+    row["change_pt"] = 100 * (row["median"] - row["dense_median"])
+    row["change_low_pt"] = 100 * (row["low80"] - row["dense_median"])
+    row["change_high_pt"] = 100 * (row["high80"] - row["dense_median"])
+    out.append(row)
+  return pd.DataFrame(out).sort_values(KEYS).reset_index(drop=True)
+
+
+def claims(table: pd.DataFrame) -> str:
+  """The papers' claims for one figure's table, judged with the 80% intervals.
+
+  "clearly below": the whole interval lies below the other's. "matches or beats": the
+  intervals overlap or the first is clearly above.
+  """
+  pivot = {m: g.set_index("density") for m, g in table.groupby("method")}
+  parts = []
+  if {"finetune", "weight_rewind", "lr_rewind"} <= set(pivot):
+    ft, wr, lr = pivot["finetune"], pivot["weight_rewind"], pivot["lr_rewind"]
+    shared = sorted(set(ft.index) & set(wr.index) & set(lr.index), reverse=True)
+    below = sum(ft.loc[d, "median"] < min(wr.loc[d, "median"], lr.loc[d, "median"])
+                for d in shared)
+    clearly = sum(ft.loc[d, "high80"] < min(wr.loc[d, "low80"], lr.loc[d, "low80"])
+                  for d in shared)
+    parts.append(f"fine-tuning below both rewinding methods at {below}/{len(shared)} densities "
+                 f"(clearly, intervals apart, at {clearly})")
+  if {"weight_rewind", "lr_rewind"} <= set(pivot):
+    wr, lr = pivot["weight_rewind"], pivot["lr_rewind"]
+    shared = sorted(set(wr.index) & set(lr.index), reverse=True)
+    ok = [d for d in shared if lr.loc[d, "high80"] >= wr.loc[d, "low80"]]
+    worse = [f"{d:.3g}" for d in shared if d not in ok]
+    parts.append(f"LR rewinding matches or beats weight rewinding at {len(ok)}/{len(shared)}"
+                 + (f" (clearly worse at density {', '.join(worse)})" if worse else ""))
+  return "; ".join(parts) if parts else "too few methods for the papers' claims"
+
+
+def figure_groups(table: pd.DataFrame) -> List[Tuple[tuple, pd.DataFrame]]:
+  """One figure per (network, dataset, schedule, structure)."""
+  if table.empty:
+    return []
+  return list(table.groupby(["network", "dataset", "schedule", "structure"]))

@@ -1,0 +1,94 @@
+"""`tfrewind report --root=runs --out=report`: did we reproduce it?
+
+Writes results.csv (one row per setting), report.md (tables, claims, figures) and one figure
+per (network, dataset, schedule, structure) as PNG and SVG, with the published curves beside
+ours; `--reference_only` draws the published curves alone.
+"""
+
+import os
+
+import pandas as pd
+
+from tfrewind.report import aggregate, figures, reference
+from tfrewind.rewind import atomic_write
+
+COLUMNS = ["network", "dataset", "structure", "schedule", "method", "density", "compression",
+           "retrain_epochs", "trials", "seeds", "median", "low80", "high80", "min", "max",
+           "dense_median", "change_pt", "published_median", "published_change_pt",
+           "diff_vs_published_pt"]
+
+
+def _with_reference(table, ref):
+  if table.empty:
+    return table
+  keys = ["network", "dataset", "structure", "schedule", "method", "density"]
+  r = ref[keys + ["median", "change_pt"]].rename(
+      columns={"median": "published_median", "change_pt": "published_change_pt"})
+  merged = table.merge(r, on=keys, how="left")
+  merged["diff_vs_published_pt"] = merged["change_pt"] - merged["published_change_pt"]
+  return merged
+
+
+def _md_table(df, columns):
+  fmt = lambda v: (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  for _, row in df.iterrows():
+    lines.append("| " + " | ".join("" if pd.isna(row.get(c)) else fmt(row.get(c))
+                                   for c in columns) + " |")
+  return "\n".join(lines)
+
+
+def main(root: str, out: str, reference_only: bool = False) -> int:
+  os.makedirs(out, exist_ok=True)
+  ref = reference.renda_table()
+  mikler = reference.mikler_points()
+  md = ["# tfrewind report", ""]
+  files = []
+  if reference_only:
+    md += ["Published curves only (Renda et al. 2020, released trials, selection rule applied; "
+           "stars: Mikler 2021 Table 5).", ""]
+    for (net, data, sched, struct), group in aggregate.figure_groups(ref):
+      stem = os.path.join(out, f"{net}_{data}_{sched}_{struct}_published")
+      points = mikler[(mikler.network == net) & (mikler.dataset == data)] if (
+          sched == "one_shot" and struct == "unstructured") else None
+      files += figures.draw(f"{net} {data} {sched} {struct} (published)", None, group, stem,
+                            points)
+      md += [f"## {net} · {data} · {sched} · {struct}", "", f"![]({os.path.basename(stem)}.png)",
+             ""]
+    ref.to_csv(os.path.join(out, "published.csv"), index=False)
+    atomic_write(os.path.join(out, "report.md"), ("\n".join(md) + "\n").encode())
+    print(f"wrote {len(files) // 2} published figures and report.md to {out}/")
+    return 0
+
+  runs, dense, counts = aggregate.collect(root)
+  table = _with_reference(aggregate.summarize(runs), ref)
+  md.append(f"Root `{root}`: {counts['finished']} finished runs ({len(dense)} dense); "
+            f"{counts['unfinished']} unfinished ignored; {len(counts['failed'])} failed excluded"
+            + (f" ({', '.join(counts['failed'])})" if counts["failed"] else "") + ".")
+  md += ["", "Median over seeds; 80% interval = 10th-90th percentile; change in points vs the "
+         "median dense network of the same seeds. Published: Renda et al. (2020) medians after "
+         "their selection rule; diff = our change minus theirs.", ""]
+  if not dense.empty:
+    md += ["## Dense networks", "", _md_table(
+        dense.groupby(["network", "dataset"])["test_acc"].agg(["count", "median", "min", "max"])
+        .reset_index(), ["network", "dataset", "count", "median", "min", "max"]), ""]
+  for (net, data, sched, struct), group in aggregate.figure_groups(table):
+    stem = os.path.join(out, f"{net}_{data}_{sched}_{struct}")
+    theirs = ref[(ref.network == net) & (ref.dataset == data) & (ref.schedule == sched)
+                 & (ref.structure == struct)]
+    points = mikler[(mikler.network == net) & (mikler.dataset == data)] if (
+        sched == "one_shot" and struct == "unstructured") else None
+    files += figures.draw(f"{net} {data} {sched} {struct}", group, theirs, stem, points)
+    md += [f"## {net} · {data} · {sched} · {struct}", "",
+           f"**Claims:** {aggregate.claims(group)}.", "", f"![]({os.path.basename(stem)}.png)",
+           "", _md_table(group, ["method", "density", "compression", "trials", "median", "low80",
+                                 "high80", "min", "max", "change_pt", "published_change_pt",
+                                 "diff_vs_published_pt"]), ""]
+  csv = table.reindex(columns=COLUMNS).to_csv(index=False) if not table.empty else (
+      ",".join(COLUMNS) + "\n")
+  atomic_write(os.path.join(out, "results.csv"), csv.encode())
+  atomic_write(os.path.join(out, "report.md"), ("\n".join(md) + "\n").encode())
+  print(f"{counts['finished']} finished runs, {counts['unfinished']} unfinished ignored, "
+        f"{len(counts['failed'])} failed excluded")
+  print(f"wrote results.csv, report.md and {len(files) // 2} figures to {out}/")
+  return 0

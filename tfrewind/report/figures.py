@@ -1,0 +1,60 @@
+"""The papers' figure: accuracy change versus compression ratio, one line per method."""
+
+import os
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
+
+COLORS = {"finetune": "tab:blue", "weight_rewind": "tab:orange", "lr_rewind": "tab:green",
+          "custom": "tab:purple", "reinit": "grey", "weight_rewind_low_lr": "silver"}
+LABELS = {"finetune": "fine-tuning", "weight_rewind": "weight rewinding",
+          "lr_rewind": "LR rewinding", "custom": "custom", "reinit": "reinit (control)",
+          "weight_rewind_low_lr": "weight rewinding, low LR"}
+
+
+def _line(ax, table, method, dashed, suffix):
+  t = table[table["method"] == method].sort_values("compression")
+  if t.empty:
+    return
+  low = t["change_pt"] - t["change_low_pt"]
+  high = t["change_high_pt"] - t["change_pt"]
+  ax.errorbar(t["compression"], t["change_pt"], yerr=[low.clip(lower=0), high.clip(lower=0)],
+              color=COLORS.get(method, "black"), linestyle="--" if dashed else "-",
+              marker="o" if not dashed else "s", markersize=3, capsize=2, linewidth=1.2,
+              alpha=0.6 if dashed else 1.0, label=f"{LABELS.get(method, method)} {suffix}")
+
+
+def draw(title, ours, theirs, out_stem, points=None):
+  """Writes out_stem.png and out_stem.svg; `ours`/`theirs` are summary tables or None."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for table, dashed, suffix in ((theirs, True, "(published)"), (ours, False, "(ours)")):
+    if table is None or table.empty:
+      continue
+    for method in sorted(table["method"].unique(), key=lambda m: list(COLORS).index(m)
+                         if m in COLORS else 99):
+      _line(ax, table, method, dashed, suffix)
+  if points is not None and not points.empty:
+    for _, p in points.iterrows():
+      ax.scatter([p["compression"]], [p["change_pt"]], marker="*", s=80,
+                 color=COLORS.get(p["method"], "black"), edgecolor="black", linewidth=0.5,
+                 label=f"{LABELS.get(p['method'], p['method'])} (Mikler)", zorder=5)
+  ax.set_xscale("log")
+  ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(
+      [1.25, 1.5, 2, 3, 4, 6, 10, 15, 25, 50, 100]))
+  ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.axhline(0, color="black", linewidth=0.6)
+  ax.set_xlabel("compression ratio (prunable weights / remaining), log scale")
+  ax.set_ylabel("test accuracy change vs dense (points)")
+  ax.set_title(title)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7, loc="lower left")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(out_stem) or ".", exist_ok=True)
+  for ext in ("png", "svg"):
+    fig.savefig(f"{out_stem}.{ext}", dpi=120)
+  plt.close(fig)
+  return [f"{out_stem}.png", f"{out_stem}.svg"]
