@@ -13,6 +13,7 @@ import os as _os
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tfrewind.flops import flops  # noqa: E402
 from tfrewind.lr import Rewindable, StepDecay  # noqa: E402
 from tfrewind.models import build_model  # noqa: E402
 from tfrewind.pruning.schedules import Iterative, OneShot  # noqa: E402
@@ -23,5 +24,5 @@ from tfrewind.rewind import (Retrain, RewindCallback, Snapshot, retrain_plan,  #
 
 __all__ = ["prunable", "prune", "density", "get_masks", "layer_densities", "OneShot",
            "Iterative", "snapshot", "rewind_weights", "Snapshot", "RewindCallback", "Retrain",
-           "retrain_plan", "StepDecay", "Rewindable", "build_model"]
+           "retrain_plan", "StepDecay", "Rewindable", "build_model", "flops"]
 __version__ = "0.1.0"

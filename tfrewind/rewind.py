@@ -269,6 +269,8 @@ class RewindCallback(keras.callbacks.Callback):
       back when a resumed run needs it).
     start_step: optimizer step of the first prune (default: cycle_steps, or
       the step at the first train begin when dense_trained).
+    split_fit: the schedule is trained over several fit() calls, so one
+      fit() shorter than the schedule is not an error.
   """
 
   def __init__(self, method: str, schedule: schedules_lib.RoundSchedule, cycle_steps: int,
@@ -279,7 +281,7 @@ class RewindCallback(keras.callbacks.Callback):
                reset_momentum: bool = False, restore_optimizer: bool = True,
                dense_trained: bool = False, snapshot: Union[None, str, Snapshot] = None,
                snapshot_path: Optional[str] = None, start_step: Optional[int] = None,
-               verbose: int = 1):
+               split_fit: bool = False, verbose: int = 1):
     super().__init__()
     if not isinstance(schedule, schedules_lib.RoundSchedule):
       raise ValueError(f"schedule must be tfrewind.OneShot or tfrewind.Iterative, got {schedule!r}")
@@ -302,6 +304,7 @@ class RewindCallback(keras.callbacks.Callback):
     self.snapshot_path = snapshot_path
     self.start_step = start_step if start_step is not None else (
         None if dense_trained else self.cycle_steps)
+    self.split_fit = bool(split_fit)
     self.verbose = verbose
     self._lr_arg = lr
     self.lr_schedule: Optional[lr_lib.Rewindable] = None
@@ -422,7 +425,7 @@ class RewindCallback(keras.callbacks.Callback):
 
   def _check_fit_length(self, step):
     steps, epochs = self.params.get("steps"), self.params.get("epochs")
-    if not steps or not epochs:
+    if not steps or not epochs or self.split_fit:
       return
     available = steps * epochs
     needed = self.total_steps

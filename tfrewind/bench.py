@@ -1,0 +1,189 @@
+"""`tfrewind bench`: throughput of pruned against dense training, interleaved in one process.
+
+  tfrewind bench                                   # CPU: short runs of resnet20, resnet56, wrn16_8
+  tfrewind bench --bench_batch=128 --bench_steps=50  # a GPU
+
+Each repeat times, in turn, dense tf_keras training, tfrewind training at density 0.2
+(masks from a global prune, RewindCallback active) and the input pipeline alone, so that
+machine noise hits all three alike; steps are timed inside fit() by a callback (fit's own
+start-up and shut-down are excluded). It also times the global threshold of WRN-16-8,
+checkpoint save/restore, and relates dense ResNet-20 to the machine's measured matmul rate.
+"""
+
+import os
+import statistics
+import tempfile
+import time
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+
+import tf_keras as keras
+from tfrewind import data as data_lib
+from tfrewind import flops as flops_lib
+from tfrewind import rewind
+from tfrewind.models import registry
+from tfrewind.pruning import masks as masks_lib
+from tfrewind.pruning import schedules, sparsity
+
+
+class StepTimer(keras.callbacks.Callback):
+  """Wall time of the steps after `warmup`, measured between batch hooks."""
+
+  def __init__(self, warmup: int):
+    super().__init__()
+    self.warmup = warmup
+    self.seconds = None
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if batch == self.warmup:
+      self._t0 = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    if batch >= self.warmup:
+      # Keras returns before the step finishes on an accelerator: wait for its result.
+      if logs and "loss" in logs:
+        float(logs["loss"])
+      self.seconds = time.perf_counter() - self._t0
+
+
+def _compiled(name, batch, pruned, jit=False):
+  model = registry.build_model(name, input_shape=(32, 32, 3))
+  callbacks = []
+  if pruned:
+    model = sparsity.prunable(model)
+  model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+  if pruned:
+    callbacks.append(rewind.RewindCallback(
+        method="lr_rewind", schedule=schedules.OneShot(0.2), cycle_steps=10**9,
+        dense_trained=True, start_step=0, split_fit=True, verbose=0))
+  return model, callbacks
+
+
+def _naive_tfmot(name, batch):
+  """TF-MOT's documented recipe: prune_low_magnitude + UpdatePruningStep, for comparison."""
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  schedule = tfmot.sparsity.keras.ConstantSparsity(0.8, begin_step=0, frequency=100)
+  model = tfmot.sparsity.keras.prune_low_magnitude(
+      registry.build_model(name, input_shape=(32, 32, 3)), pruning_schedule=schedule)
+  model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  return model, [tfmot.sparsity.keras.UpdatePruningStep()]
+
+
+def _time_fit(model, callbacks, ds, warmup, steps, batch):
+  timer = StepTimer(warmup)
+  model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0,
+            callbacks=[*callbacks, timer])
+  return steps * batch / timer.seconds
+
+
+def _time_pipeline(ds, batches, batch):
+  it = iter(ds)
+  next(it)
+  t0 = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  return batches * batch / (time.perf_counter() - t0)
+
+
+def _summary(values: List[float], digits=1) -> str:
+  return (f"{min(values):9.{digits}f} {statistics.median(values):9.{digits}f} "
+          f"{max(values):9.{digits}f}")
+
+
+def matmul_gflops(n=2048, repeats=5) -> float:
+  """The machine's measured float32 matmul rate (best of `repeats`)."""
+  a = tf.random.normal([n, n])
+  b = tf.random.normal([n, n])
+  mm = tf.function(lambda x, y: tf.matmul(x, y))
+  mm(a, b).numpy()
+  best = 0.0
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    mm(a, b).numpy()
+    best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+  return best
+
+
+def threshold_seconds(name="wrn16_8", repeats=3) -> float:
+  model = registry.build_model(name, input_shape=(32, 32, 3))
+  kernels = [k.numpy() for k in registry.prunable_kernels(model)]
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    masks_lib.compute_masks(kernels, 0.2)
+    times.append(time.perf_counter() - t0)
+  keras.backend.clear_session()
+  return statistics.median(times), sum(k.size for k in kernels)
+
+
+def checkpoint_seconds(name="resnet20", repeats=3):
+  model, _ = _compiled(name, 32, pruned=True)
+  model.optimizer.build(model.trainable_variables)
+  ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  saves, restores = [], []
+  with tempfile.TemporaryDirectory() as d:
+    for i in range(repeats):
+      t0 = time.perf_counter()
+      path = ckpt.write(os.path.join(d, f"c{i}"))
+      saves.append(time.perf_counter() - t0)
+      t0 = time.perf_counter()
+      ckpt.read(path).assert_existing_objects_matched()
+      restores.append(time.perf_counter() - t0)
+  keras.backend.clear_session()
+  return statistics.median(saves), statistics.median(restores)
+
+
+def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=5, steps=10, batch=32,
+         dataset="synthetic", warmup=3) -> int:
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  on_gpu = bool(tf.config.list_physical_devices("GPU"))
+  arrays = data_lib.load(dataset, synthetic_size=max(2000, batch * 4))
+  bundle = data_lib.make(dataset, batch, arrays=arrays)
+  print(f"tfrewind bench: {'GPU' if on_gpu else 'CPU'}, batch {batch}, {steps} timed steps "
+        f"after {warmup} warm-up, {repeats} interleaved repeats, data {dataset}")
+  print(f"{'network':<10} {'variant':<22} {'min':>9} {'median':>9} {'max':>9}  images/s")
+  ratios: Dict[str, float] = {}
+  for name in models:
+    keras.backend.clear_session()
+    dense, dense_cb = _compiled(name, batch, pruned=False)
+    pruned, pruned_cb = _compiled(name, batch, pruned=True)
+    results = {"dense tf_keras": [], "tfrewind pruned 0.2": [], "input pipeline": []}
+    for _ in range(repeats):
+      results["dense tf_keras"].append(_time_fit(dense, dense_cb, bundle.train, warmup, steps,
+                                                 batch))
+      results["tfrewind pruned 0.2"].append(_time_fit(pruned, pruned_cb, bundle.train, warmup,
+                                                      steps, batch))
+      results["input pipeline"].append(_time_pipeline(bundle.train, 50, batch))
+    assert abs(sparsity.density(pruned) - 0.2) < 1e-3
+    for variant, values in results.items():
+      print(f"{name:<10} {variant:<22} {_summary(values)}")
+    pairs = [p / d for p, d in zip(results["tfrewind pruned 0.2"], results["dense tf_keras"])]
+    pipe = [p / d for p, d in zip(results["input pipeline"], results["dense tf_keras"])]
+    ratios[name] = statistics.median(pairs)
+    print(f"{name:<10} {'ratio pruned/dense':<22} {_summary(pairs, 3)}")
+    print(f"{name:<10} {'ratio pipeline/train':<22} {_summary(pipe, 1)}")
+    if name == "resnet20":
+      naive = _naive_tfmot(name, batch)
+      times = [_time_fit(*naive, bundle.train, warmup, steps, batch) for _ in range(repeats)]
+      print(f"{name:<10} {'TF-MOT as documented':<22} {_summary(times)}  (ratio to dense "
+            f"{statistics.median(times) / statistics.median(results['dense tf_keras']):.3f})")
+    if name == "resnet20":
+      macs = flops_lib.flops(dense)["dense_macs"]
+      rate = matmul_gflops()
+      ideal = rate * 1e9 / (3 * 2 * macs)  # training ~ 3 forward passes of 2 flops per MAC
+      measured = statistics.median(results["dense tf_keras"])
+      print(f"resnet20   forward {macs / 1e6:.1f}M MACs/image; matmul {rate:.1f} GFLOP/s "
+            f"-> at most {ideal:.0f} images/s; measured {measured:.0f} "
+            f"({100 * measured / ideal:.0f}% of that bound)")
+  seconds, count = threshold_seconds()
+  print(f"global threshold of wrn16_8 ({count:,} kernel weights): {seconds:.3f} s")
+  save, restore = checkpoint_seconds()
+  print(f"checkpoint of resnet20 (model + optimizer): save {save * 1e3:.0f} ms, "
+        f"restore {restore * 1e3:.0f} ms")
+  print("median pruned/dense: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+  return 0
