@@ -3,8 +3,13 @@
 import glob
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
+
+import tensorflow as tf
 
 from absl import flags
 
@@ -54,3 +59,36 @@ def results(root):
     with open(path, encoding="utf-8") as f:
       out[os.path.basename(os.path.dirname(path))] = json.load(f)
   return out
+
+
+def kill_sweep(cwd, kills, seed, args, low=4.0, high=14.0):
+  """Starts the sweep, SIGKILLs it `kills` times at random moments, then lets it finish."""
+  rng = random.Random(seed)
+  survived = 0
+  for _ in range(kills):
+    proc = spawn(args, cwd=cwd)
+    time.sleep(rng.uniform(low, high))  # TF import alone takes ~4 s
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      survived += 1
+    proc.wait()
+  final = spawn(args, cwd=cwd)
+  out, _ = final.communicate(timeout=600)
+  assert final.returncode == 0, out
+  return survived
+
+
+def check_every_run_finished_exactly_once(root, expected_runs):
+  res = results(root)
+  assert len(res) == expected_runs
+  for name, lines in ledger(root).items():
+    finished = [l for l in lines if l["phase"] == "finished"]
+    assert len(finished) == 1, name
+    trained_to = max(l["end"] for l in lines if l["phase"] != "finished")
+    assert trained_to == res[name]["steps"], name
+  for path in glob.glob(os.path.join(root, "*", "*.json")):
+    with open(path, encoding="utf-8") as f:
+      json.load(f)  # no torn JSON anywhere
+  assert not glob.glob(os.path.join(root, "*", "*.tmp-*"))
+  for ckpt in glob.glob(os.path.join(root, "*", "final", "ckpt.index")):
+    tf.train.load_checkpoint(ckpt[:-len(".index")])  # readable, CRC-checked

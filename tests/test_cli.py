@@ -1,6 +1,7 @@
 """The runner end to end: quickstart, reuse, resume after a kill, concurrency, bad flags."""
 
 import glob
+import json
 import os
 import signal
 import time
@@ -184,7 +185,7 @@ def test_resume_after_kill_minus_9_mid_training(tmp_path):
   res = results(str(root))
   assert len(res) == 2
   dense_lines = [l for name, ls in ledger(str(root)).items() if name.startswith("dense")
-                 for l in ls]
+                 for l in ls if l["phase"] != "finished"]
   # The resumed session started where a checkpoint left off, not at step 0, and ended at N.
   assert len(dense_lines) == 1 and dense_lines[0]["start"] > 0 and dense_lines[0]["end"] == 200
   assert dense_lines[0]["start"] % 10 == 0
@@ -201,7 +202,7 @@ def test_two_processes_on_one_root_train_the_dense_network_once(tmp_path):
   assert a.returncode == 0 and b.returncode == 0, out_a + out_b
   lines = ledger(str(root))
   dense = [l for name, ls in lines.items() if name.startswith("dense") for l in ls]
-  assert len(dense) == 1 and dense[0]["steps"] == 40
+  assert [l["phase"] for l in dense] == ["dense", "finished"] and dense[0]["steps"] == 40
   assert len(results(str(root))) == 3
 
 
@@ -234,3 +235,23 @@ def test_multi_worker_two_local_processes_on_loopback(tmp_path):
   for name in chief:  # trained together: the same numbers on both workers
     assert chief[name]["test_accuracy"] == worker[name]["test_accuracy"]
     assert chief[name]["layer_densities"] == worker[name]["layer_densities"]
+
+
+def test_controls_random_pruning_and_reinit_with_flops_and_size_in_results(tmp_path, capsys):
+  root = str(tmp_path / "runs")
+  base = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL]
+  assert cli(base + ["--methods=lr_rewind,reinit"], capsys)[0] == 0
+  assert cli(base + ["--methods=lr_rewind", "--criterion=random"], capsys)[0] == 0
+  res = results(root)
+  assert len(res) == 4  # dense, lr_rewind, reinit, lr_rewind with random pruning
+  for r in res.values():
+    assert r["dense_macs"] > 0 and 0 < r["stripped_gzip_bytes"] < r["stripped_bytes"]
+  pruned = [r for r in res.values() if r["kind"] == "prune"]
+  assert all(r["flops_speedup"] > 1 and r["compression"] == pytest.approx(5, rel=1e-3)
+             for r in pruned)
+  assert len({json.dumps(r["layer_densities"], sort_keys=True) for r in pruned}) >= 2
+  report = str(tmp_path / "report")
+  assert cli(["report", f"--root={root}", f"--out={report}"], capsys)[0] == 0
+  table = open(os.path.join(report, "results.csv")).read()
+  assert "lr_rewind_random" in table and "reinit" in table
+  assert os.path.exists(os.path.join(report, "resnet8_synthetic_one_shot_unstructured_speedup.png"))

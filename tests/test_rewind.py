@@ -252,3 +252,25 @@ def test_mirrored_strategy_on_two_logical_cpus_gives_the_same_masks():
   for a, b in zip(one.weights, two.weights):  # the same training, up to summation order
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
   assert all((w.numpy()[m.numpy() == 0] == 0).all() for w, m, _ in sparsity._pruning_vars(two))  # pylint: disable=protected-access
+
+
+def test_reinit_control_redraws_weights_keeps_the_mask_and_replays_the_schedule():
+  model, cb, probe = _run("reinit", tfrewind.OneShot(0.3), probe_steps=(N,))
+  before = Probe([N])
+  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
+  cb = tfrewind.RewindCallback(method="reinit", schedule=tfrewind.OneShot(0.3), cycle_steps=N,
+                               lr=LR, verbose=0)
+  after = Probe([N])
+  model.fit(dataset(), epochs=cb.total_steps // SPE, steps_per_epoch=SPE, verbose=0,
+            callbacks=[before, cb, after])
+  assert cb.plan == tfrewind.Retrain(None, 0, N, reinit=True)
+  masks = after.at[N]["masks"]
+  trained = [before.at[N]["weights"][n] for n in masks]
+  assert all((m == e).all() for m, e in zip(masks.values(), masks_lib.compute_masks(trained, 0.3)))
+  for name, m in masks.items():
+    w = after.at[N]["weights"][name]
+    assert (w[m == 0] == 0).all()
+    assert not np.array_equal(w[m > 0], before.at[N]["weights"][name][m > 0])
+  assert after.at[N]["weights"]["stem_bn/moving_mean:0"].tobytes() == np.zeros(4, np.float32).tobytes()
+  assert all((v == 0).all() for n, v in after.at[N]["slots"].items() if "/m/" in n)
+  assert probe.lrs[N:] == [float(np.float32(LR.value(s))) for s in range(N)]

@@ -13,7 +13,7 @@ import os as _os
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfrewind.flops import flops  # noqa: E402
+from tfrewind.macs import flops  # noqa: E402
 from tfrewind.lr import Rewindable, StepDecay  # noqa: E402
 from tfrewind.models import build_model  # noqa: E402
 from tfrewind.pruning.schedules import Iterative, OneShot  # noqa: E402

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import tf_keras as keras
 from tfrewind import data as data_lib
-from tfrewind import flops as flops_lib
+from tfrewind import macs as flops_lib
 from tfrewind import rewind
 from tfrewind.models import registry
 from tfrewind.pruning import masks as masks_lib

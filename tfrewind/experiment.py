@@ -28,6 +28,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_cal
 
 import tf_keras as keras
 from tfrewind import data as data_lib
+from tfrewind import macs as flops_lib
 from tfrewind import hparams as hp_lib
 from tfrewind import lr as lr_lib
 from tfrewind import rewind
@@ -151,6 +152,14 @@ class Runner:
     """Trains (or finds) the dense network of `hp`, with its rewind snapshots."""
     paths = store.dense_paths(self.env.root, hp)
     needed = sorted(set(self.env.snapshot_steps))
+    for k in needed:
+      if os.path.exists(paths.snapshot(k)) and not _readable_snapshot(paths.snapshot(k)):
+        logging.warning("snapshot %s is corrupt: retraining dense run %s", paths.snapshot(k),
+                        paths.dir)
+        os.replace(paths.snapshot(k), paths.snapshot(k) + ".corrupt")
+        if os.path.exists(paths.result):
+          os.replace(paths.result, paths.result + ".stale")
+          shutil.rmtree(paths.final, ignore_errors=True)
     if not paths.finished():
       with self._locked(paths):
         if not paths.finished():
@@ -224,6 +233,7 @@ class Runner:
   def _train(self, hp, paths, kind, round_, start, end, initial, phase_cb):
     t0 = time.time()
     os.makedirs(paths.dir, exist_ok=True)
+    store.remove_leftovers(paths)
     if not os.path.exists(paths.hparams):
       # Derived values too, so that the report reads JSON and never imports training code.
       store.write_json(paths.hparams, {
@@ -240,9 +250,18 @@ class Runner:
     model = self.build(hp, num_classes)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, paths.backup, max_to_keep=2)
+    if self._restore_final(checkpoint, paths, model, end):
+      # Trained, but its result was lost (a kill between the two writes, or a corrupt file).
+      bundle = self.data(hp, round_, start_in_phase=0)
+      self._finish(hp, paths, model, checkpoint, bundle, kind, t0)
+      return
     if not self._restore_backup(checkpoint, manager):
       if initial is not None:
-        checkpoint.read(initial).assert_existing_objects_matched()
+        try:
+          checkpoint.read(initial).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+          raise RuntimeError(f"cannot read {initial} ({type(e).__name__}): delete the result.json "
+                             f"beside it to retrain that run") from None
     step = int(model.optimizer.iterations.numpy())
     if step < start:  # a dense run starting from scratch, or a bad initial checkpoint
       if kind != "dense" or step != 0:
@@ -274,6 +293,17 @@ class Runner:
                       f"{paths.failed}")
     self._finish(hp, paths, model, checkpoint, bundle, kind, t0)
 
+  def _restore_final(self, checkpoint, paths, model, end) -> bool:
+    if not tf.io.gfile.exists(paths.final_ckpt + ".index"):
+      return False
+    try:
+      checkpoint.read(paths.final_ckpt).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+      logging.warning("final checkpoint %s is unreadable (%s): retraining", paths.final_ckpt,
+                      type(e).__name__)
+      return False
+    return int(model.optimizer.iterations.numpy()) == end
+
   def _restore_backup(self, checkpoint, manager) -> bool:
     """Restores the newest readable epoch checkpoint; warns about and skips corrupt ones."""
     for path in reversed(manager.checkpoints):
@@ -293,6 +323,11 @@ class Runner:
               "layer_densities": sparsity.layer_densities(model),
               "steps": int(model.optimizer.iterations.numpy()),
               "wall_time_s": round(time.time() - t0, 3), "kind": kind}
+    macs = flops_lib.flops(model)
+    result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
+                  flops_speedup=macs["speedup"],
+                  compression=1.0 / result["density"] if result["density"] else None,
+                  **stripped_size(model))
     if bundle.validation is not None:
       result["val_accuracy"] = float(model.evaluate(bundle.validation, verbose=0,
                                                     return_dict=True)["accuracy"])
@@ -301,7 +336,33 @@ class Runner:
     store.replace_dir(tmp, paths.final)
     write_final_scalars(paths.tensorboard, result)
     store.write_json(paths.result, result)  # last: the run is finished from here on
+    store.append_line(paths.ledger, {"phase": "finished", "pid": os.getpid(),
+                                     "steps": 0, "start": result["steps"], "end": result["steps"]})
     shutil.rmtree(paths.backup, ignore_errors=True)
+
+
+def stripped_size(model) -> Dict[str, int]:
+  """Bytes of the model with its pruning wrappers stripped (strip_pruning), raw and gzipped.
+
+  Pruned weights are zeros, so gzip shows what the sparsity is worth on disk.
+  """
+  import gzip  # pylint: disable=g-import-not-at-top
+  from tensorflow_model_optimization.python.core.sparsity.keras import prune  # pylint: disable=g-import-not-at-top
+  stripped = prune.strip_pruning(model)
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "weights.h5")
+    stripped.save_weights(path)
+    with open(path, "rb") as f:
+      raw = f.read()
+  return {"stripped_bytes": len(raw), "stripped_gzip_bytes": len(gzip.compress(raw, 6))}
+
+
+def _readable_snapshot(path) -> bool:
+  try:
+    rewind.Snapshot.load(path)
+    return True
+  except Exception:  # pylint: disable=broad-except  (zip, npz and IO errors alike)
+    return False
 
 
 def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float],

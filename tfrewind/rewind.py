@@ -9,6 +9,7 @@ fine-tuning LR), and retrain for `steps` steps.
   weight_rewind  Retrain(K, K, N - K)       weights, BatchNorm, momentum from K
                                             (a budget T instead sets K = N - T)
   lr_rewind      Retrain(None, N - T, T)    T = N by default: LR from 0
+  reinit         the mask kept, weights re-drawn from their initializers, LR from 0 (control)
 
 "Step K" is the state after K optimizer updates (optimizer.iterations == K).
 `optimizer.iterations` itself is never rewound: it keeps counting so that
@@ -30,7 +31,7 @@ from tfrewind import lr as lr_lib
 from tfrewind.pruning import schedules as schedules_lib
 from tfrewind.pruning import sparsity
 
-METHODS = ("finetune", "weight_rewind", "lr_rewind", "custom")
+METHODS = ("finetune", "weight_rewind", "lr_rewind", "custom", "reinit")
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -129,6 +130,30 @@ def rewind_weights(model, snap: Snapshot, optimizer: bool = True) -> None:
   sparsity.apply_masks(model)
 
 
+def reinitialize(model, seed: int) -> None:
+  """Re-draws every weight from its layer's initializer (seeded); masks kept, slots zeroed.
+
+  BatchNorm statistics return to their initial values too: the network is new but for
+  its mask.
+  """
+  rng = np.random.default_rng(seed)
+  for layer in model.submodules:
+    if not isinstance(layer, keras.layers.Layer) or isinstance(layer, sparsity.Masked):
+      continue
+    for weight in layer._trainable_weights + layer._non_trainable_weights:  # pylint: disable=protected-access
+      attr = weight.name.split("/")[-1].split(":")[0]
+      initializer = getattr(layer, f"{attr}_initializer", None)
+      if initializer is None:
+        continue
+      config = dict(initializer.get_config())
+      if "seed" in config:
+        config["seed"] = int(rng.integers(2**31 - 1))
+      fresh = type(initializer).from_config(config)
+      weight.assign(fresh(weight.shape, weight.dtype))
+  reset_optimizer_state(model)
+  sparsity.apply_masks(model)
+
+
 def reset_optimizer_state(model) -> None:
   """Zeroes every optimizer slot (a fresh optimizer, as in Mikler's code)."""
   for v in _optimizer_state(getattr(model, "optimizer", None)):
@@ -179,10 +204,13 @@ class Retrain:
   lr_from: step from which the LR schedule is replayed (None: constant
     fine-tuning LR).
   steps: retraining steps per round.
+  reinit: the control of Renda et al.: keep the mask, re-draw every weight
+    from the network's initializers (seeded), replay the whole schedule.
   """
   weights_from: Optional[int]
   lr_from: Optional[int]
   steps: int
+  reinit: bool = False
 
 
 def retrain_plan(method: str, cycle_steps: int, rewind_step: int = 0,
@@ -206,6 +234,8 @@ def retrain_plan(method: str, cycle_steps: int, rewind_step: int = 0,
     if t > n:
       raise ValueError(f"lr_rewind budget {t} is longer than the cycle ({n} steps)")
     plan = Retrain(None, n - t, t)
+  elif method == "reinit":
+    plan = Retrain(None, 0, n, reinit=True)
   elif method == "weight_rewind":
     # A budget T means Renda's form: rewind weights and LR to step N - T.
     k = int(rewind_step) if retrain_steps is None else n - retrain_steps
@@ -454,7 +484,9 @@ class RewindCallback(keras.callbacks.Callback):
     achieved = sparsity.prune(self.model, target, **self.prune_kwargs)
     if self.plan.weights_from is not None:
       rewind_weights(self.model, self._snapshot, optimizer=self.restore_optimizer)
-    if self.reset_momentum:
+    if self.plan.reinit:
+      reinitialize(self.model, seed=self.prune_kwargs["seed"] * 1000 + r)
+    if self.reset_momentum or self.plan.reinit:
       reset_optimizer_state(self.model)
     self._set_lr(step)
     self.events.append({"step": step, "event": "prune", "round": r, "density": achieved})

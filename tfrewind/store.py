@@ -20,6 +20,8 @@ import shutil
 import time
 from typing import Any, Dict, Iterator, Optional
 
+from absl import logging
+
 from tfrewind import hparams as hp_lib
 from tfrewind.rewind import atomic_write
 
@@ -73,7 +75,15 @@ class RunPaths:
     return os.path.join(self.dir, "snapshots", f"step_{step}.npz")
 
   def finished(self) -> bool:
-    return os.path.exists(self.result)
+    """True if result.json exists and is whole; a torn or corrupt one is set aside, with a warning."""
+    if not os.path.exists(self.result):
+      return False
+    if read_json(self.result) is not None:
+      return True
+    logging.warning("result file %s is corrupt: redoing the run from its last good state",
+                    self.result)
+    os.replace(self.result, f"{self.result}.corrupt")
+    return False
 
 
 def _fmt(x: float) -> str:
@@ -179,3 +189,17 @@ def replace_dir(tmp: str, final: str) -> None:
     os.rename(final, old)
   os.rename(tmp, final)
   shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_leftovers(paths: RunPaths) -> None:
+  """Deletes what a killed writer left half-done (temporary files and folders).
+
+  Only called under the run's lock, so no live writer owns them.
+  """
+  import glob  # pylint: disable=g-import-not-at-top
+  for pattern in ("*.tmp-*", "final.tmp-*", "final.old-*", os.path.join("snapshots", "*.tmp-*")):
+    for path in glob.glob(os.path.join(paths.dir, pattern)):
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        os.remove(path)

@@ -58,10 +58,13 @@ def collect(root: str) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
     if meta["kind"] == "dense":
       dense[name] = row
       continue
-    row.update(method=hp["method"], density=round(meta["density_target"], 4),
+    # A control by random pruning is its own line beside the magnitude methods.
+    method = hp["method"] + ("_random" if hp.get("criterion") == "random" else "")
+    row.update(method=method, density=round(meta["density_target"], 4),
                round=meta["round"], dense_run=meta.get("dense_run"),
                retrain_epochs=meta.get("steps", 0) / meta.get("epoch_steps", 1),
-               flops_speedup=result.get("flops_speedup"))
+               flops_speedup=result.get("flops_speedup"),
+               stripped_gzip_bytes=result.get("stripped_gzip_bytes"))
     rows.append(row)
   runs = pd.DataFrame(rows)
   dense_df = pd.DataFrame(list(dense.values()))
@@ -100,6 +103,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     row.update(s, compression=1.0 / row["density"], sparsity=1.0 - row["density"],
                retrain_epochs=float(group["retrain_epochs"].iloc[0]),
                seeds=",".join(str(x) for x in sorted(group["seed"])),
+               flops_speedup=float(group["flops_speedup"].median())
+               if group["flops_speedup"].notna().any() else np.nan,
                dense_median=dense["median"] if dense else np.nan)
     row["change_pt"] = 100 * (row["median"] - row["dense_median"])
     row["change_low_pt"] = 100 * (row["low80"] - row["dense_median"])

@@ -13,6 +13,7 @@ from tfrewind.report import aggregate, figures, reference
 from tfrewind.rewind import atomic_write
 
 COLUMNS = ["network", "dataset", "structure", "schedule", "method", "density", "compression",
+           "flops_speedup",
            "retrain_epochs", "trials", "seeds", "median", "low80", "high80", "min", "max",
            "dense_median", "change_pt", "published_median", "published_change_pt",
            "diff_vs_published_pt"]
@@ -79,10 +80,13 @@ def main(root: str, out: str, reference_only: bool = False) -> int:
     points = mikler[(mikler.network == net) & (mikler.dataset == data)] if (
         sched == "one_shot" and struct == "unstructured") else None
     files += figures.draw(f"{net} {data} {sched} {struct}", group, theirs, stem, points)
+    files += figures.draw(f"{net} {data} {sched} {struct}", group, None, stem + "_speedup",
+                          x="flops_speedup")
     md += [f"## {net} · {data} · {sched} · {struct}", "",
            f"**Claims:** {aggregate.claims(group)}.", "", f"![]({os.path.basename(stem)}.png)",
+           f"![]({os.path.basename(stem)}_speedup.png)",
            "", _md_table(group, ["method", "density", "compression", "trials", "median", "low80",
-                                 "high80", "min", "max", "change_pt", "published_change_pt",
+                                 "high80", "min", "max", "change_pt", "flops_speedup", "published_change_pt",
                                  "diff_vs_published_pt"]), ""]
   csv = table.reindex(columns=COLUMNS).to_csv(index=False) if not table.empty else (
       ",".join(COLUMNS) + "\n")

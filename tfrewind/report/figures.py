@@ -15,28 +15,34 @@ LABELS = {"finetune": "fine-tuning", "weight_rewind": "weight rewinding",
           "weight_rewind_low_lr": "weight rewinding, low LR"}
 
 
-def _line(ax, table, method, dashed, suffix):
-  t = table[table["method"] == method].sort_values("compression")
+def _line(ax, table, method, dashed, suffix, x="compression"):
+  if x not in table or table[x].isna().all():
+    return
+  t = table[table["method"] == method].sort_values(x)
   if t.empty:
     return
   low = t["change_pt"] - t["change_low_pt"]
   high = t["change_high_pt"] - t["change_pt"]
-  ax.errorbar(t["compression"], t["change_pt"], yerr=[low.clip(lower=0), high.clip(lower=0)],
-              color=COLORS.get(method, "black"), linestyle="--" if dashed else "-",
+  color = COLORS.get(method, "grey" if method.endswith("_random") else "black")
+  ax.errorbar(t[x], t["change_pt"], yerr=[low.clip(lower=0), high.clip(lower=0)],
+              color=color, linestyle="--" if dashed or method.endswith("_random") else "-",
               marker="o" if not dashed else "s", markersize=3, capsize=2, linewidth=1.2,
               alpha=0.6 if dashed else 1.0, label=f"{LABELS.get(method, method)} {suffix}")
 
 
-def draw(title, ours, theirs, out_stem, points=None):
-  """Writes out_stem.png and out_stem.svg; `ours`/`theirs` are summary tables or None."""
+def draw(title, ours, theirs, out_stem, points=None, x="compression"):
+  """Writes out_stem.png and out_stem.svg; `ours`/`theirs` are summary tables or None.
+
+  x: "compression" (prunable weights / remaining) or "flops_speedup" (dense / pruned MACs).
+  """
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for table, dashed, suffix in ((theirs, True, "(published)"), (ours, False, "(ours)")):
     if table is None or table.empty:
       continue
     for method in sorted(table["method"].unique(), key=lambda m: list(COLORS).index(m)
                          if m in COLORS else 99):
-      _line(ax, table, method, dashed, suffix)
-  if points is not None and not points.empty:
+      _line(ax, table, method, dashed, suffix, x)
+  if points is not None and not points.empty and x == "compression":
     for _, p in points.iterrows():
       ax.scatter([p["compression"]], [p["change_pt"]], marker="*", s=80,
                  color=COLORS.get(p["method"], "black"), edgecolor="black", linewidth=0.5,
@@ -47,7 +53,8 @@ def draw(title, ours, theirs, out_stem, points=None):
   ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.axhline(0, color="black", linewidth=0.6)
-  ax.set_xlabel("compression ratio (prunable weights / remaining), log scale")
+  ax.set_xlabel("compression ratio (prunable weights / remaining), log scale"
+                if x == "compression" else "theoretical speedup (dense / pruned MACs), log scale")
   ax.set_ylabel("test accuracy change vs dense (points)")
   ax.set_title(title)
   ax.grid(True, which="both", alpha=0.3)

@@ -1,0 +1,140 @@
+"""Fault tolerance: kills at random points, bitwise resume, NaN, corrupt files, bad roots."""
+
+import glob
+import json
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from clitools import (QUICK, SMALL, check_every_run_finished_exactly_once, cli, kill_sweep,
+                      ledger, results, spawn)
+
+
+def test_kill_minus_9_at_random_points_then_every_run_finishes_once(tmp_path):
+  root = str(tmp_path / "runs")
+  args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=80it",
+          "--lr_boundaries=40it,60it"]
+  kill_sweep(tmp_path, kills=3, seed=0, args=args)
+  check_every_run_finished_exactly_once(root, expected_runs=4)
+
+
+def _final_weights(root, prefix):
+  path = glob.glob(os.path.join(root, f"{prefix}*", "final", "ckpt.index"))[0][:-len(".index")]
+  reader = tf.train.load_checkpoint(path)
+  return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+          if "OPTIMIZER_SLOT" in n or "layer_with_weights" in n or "optimizer" in n}
+
+
+def test_deterministic_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, capsys):
+  args = [f"--flagfile={QUICK}", *SMALL, "--train_steps=300it", "--lr_boundaries=150it,250it",
+          "--retrain=20it", "--methods=finetune", "--deterministic"]
+  whole = str(tmp_path / "whole")
+  assert cli(["run", *args, f"--root={whole}"], capsys)[0] == 0
+  killed = str(tmp_path / "killed")
+  proc = spawn(["run", *args, f"--root={killed}"], cwd=tmp_path)
+  deadline = time.monotonic() + 240
+  while not glob.glob(os.path.join(killed, "dense_*", "backup", "ckpt-*.index")):
+    assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  again = spawn(["run", *args, f"--root={killed}"], cwd=tmp_path)
+  out, _ = again.communicate(timeout=400)
+  assert again.returncode == 0, out
+  dense_lines = [l for n, ls in ledger(killed).items() if n.startswith("dense") for l in ls
+                 if l["phase"] == "dense"]
+  assert dense_lines[0]["start"] > 0  # it really resumed
+  for prefix in ("dense_", "prune_"):
+    a, b = _final_weights(whole, prefix), _final_weights(killed, prefix)
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+      assert a[name].tobytes() == b[name].tobytes(), (prefix, name)
+
+
+def test_nan_loss_marks_the_run_failed_and_exits_nonzero(tmp_path, capsys):
+  root = str(tmp_path / "runs")
+  status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL,
+                        "--lr=1e30", "--methods=lr_rewind"], capsys)
+  assert status == 3 and "NaN or Inf" in err
+  failed = glob.glob(os.path.join(root, "*", "failed.json"))
+  assert len(failed) == 1
+  record = json.load(open(failed[0]))
+  assert record["reason"] == "loss became NaN or Inf" and record["step"] >= 1
+  assert not results(root)
+
+
+def test_corrupt_result_and_checkpoint_are_detected_and_redone(tmp_path, capsys, caplog):
+  root = str(tmp_path / "runs")
+  args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=weight_rewind"]
+  assert cli(args, capsys)[0] == 0
+  before = ledger(root)
+  prune_dir = glob.glob(os.path.join(root, "prune_*"))[0]
+  with open(os.path.join(prune_dir, "result.json"), "w") as f:
+    f.write('{"test_accuracy": 0.9')  # truncated
+  assert cli(args, capsys)[0] == 0
+  assert any("result.json is corrupt" in r.getMessage() for r in caplog.records)
+  after = ledger(root)
+  name = os.path.basename(prune_dir)
+  # Redone from the last good state (its final checkpoint): evaluated again, not retrained.
+  assert [l["phase"] for l in after[name]] == [l["phase"] for l in before[name]] + ["finished"]
+  assert json.load(open(os.path.join(prune_dir, "result.json")))["steps"] == 70
+  # A truncated snapshot of a finished dense run: detected, the dense run is retrained.
+  snap = glob.glob(os.path.join(root, "dense_*", "snapshots", "*.npz"))[0]
+  with open(snap, "r+b") as f:
+    f.truncate(100)
+  assert cli(args, capsys)[0] == 0
+  assert any("is corrupt: retraining dense" in r.getMessage() for r in caplog.records)
+  assert np.load(snap).files
+
+
+def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
+  from tfrewind import experiment, hparams  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "runs")
+  hp = hparams.HParams(dataset="synthetic", synthetic_size=400, model="resnet8", width=4,
+                       batch_size=32, train_steps="30it", epoch_steps="10it",
+                       lr_boundaries=("20it",), rewind_step="10it")
+  runner = experiment.Runner(experiment.Env(root=root, verbose=0))
+  model = runner.build(hp, 10)
+  ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(root, "b"), max_to_keep=2)
+  model.optimizer.iterations.assign(10)
+  manager.save(checkpoint_number=10)
+  model.optimizer.iterations.assign(20)
+  newest = manager.save(checkpoint_number=20)
+  data = glob.glob(newest + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.seek(8)
+    f.write(b"\xff" * 64)
+  model.optimizer.iterations.assign(0)
+  assert runner._restore_backup(ckpt, manager)  # pylint: disable=protected-access
+  assert int(model.optimizer.iterations.numpy()) == 10
+  assert any(newest in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_unusable_roots_give_one_clear_line_and_keep_earlier_results(tmp_path, capsys):
+  root = str(tmp_path / "runs")
+  assert cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=lr_rewind"],
+             capsys)[0] == 0
+  kept = results(root)
+  (tmp_path / "plain").write_text("x")
+  status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={tmp_path / 'plain' / 'r'}",
+                        *SMALL], capsys)
+  assert status == 2 and "cannot create --root" in err and "Traceback" not in err
+  assert results(root) == kept
+
+
+def test_run_folders_stay_inside_root_whatever_the_flags(tmp_path, capsys):
+  from tfrewind import hparams, store  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "runs")
+  for bad in ("--model=../../escape", "--dataset=../x", "--methods=../../m"):
+    status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, bad], capsys)
+    assert status == 2, bad
+  assert not os.path.exists(tmp_path / "escape")
+  hp = hparams.HParams(model="resnet20", method="lr_rewind", density=0.1)
+  for paths in (store.dense_paths(root, hp), store.branch_paths(root, hp, 1)):
+    assert store.inside(root, paths.dir) and os.path.dirname(paths.dir) == root
