@@ -25,14 +25,16 @@ def main():
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     root = os.path.join(tmp, "runs")
-    run = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=80it",
-           "--lr_boundaries=40it,60it", "--densities=0.5,0.2"]
-    hits = kill_sweep(tmp, args.kills, args.seed, run, low=3.0, high=20.0)
+    run = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=300it",
+           "--lr_boundaries=150it,250it", "--rewind_step=50it", "--densities=0.5,0.2"]
+    landed = kill_sweep(tmp, args.kills, args.seed, run, low=4.0, high=9.0, root=root)
     leftovers = glob.glob(os.path.join(root, "*", "*.corrupt"))
     check_every_run_finished_exactly_once(root, expected_runs=7)
     lines = ledger(root)
     sessions = sum(1 for ls in lines.values() for l in ls if l["phase"] != "finished")
-    print(f"kills sent: {args.kills}; kills that hit a running process: {hits}")
+    print(f"kills that hit a running sweep: {len(landed)} of {args.kills} asked")
+    for where in sorted(set(landed)):
+      print(f"  {landed.count(where):2d} x during {where}")
     print(f"runs completed: {len(lines)} (1 dense + 3 methods x 2 densities), each finished "
           f"exactly once; training sessions recorded: {sessions}")
     print(f"result files found corrupt and redone: {len(leftovers)}; no torn JSON, no temporary "

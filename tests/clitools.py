@@ -61,21 +61,35 @@ def results(root):
   return out
 
 
-def kill_sweep(cwd, kills, seed, args, low=4.0, high=14.0):
-  """Starts the sweep, SIGKILLs it `kills` times at random moments, then lets it finish."""
+def _state(root):
+  """Where a sweep stands, to say where a kill landed."""
+  done = len(glob.glob(os.path.join(root, "*", "result.json")))
+  if glob.glob(os.path.join(root, "*", "*.tmp-*")) or glob.glob(os.path.join(root, "*",
+                                                                            "final.tmp-*")):
+    return f"writing results ({done} runs done)"
+  if not glob.glob(os.path.join(root, "dense_*", "result.json")):
+    return "dense training"
+  return f"retraining ({done} runs done)"
+
+
+def kill_sweep(cwd, kills, seed, args, low=4.0, high=14.0, root=None):
+  """Starts the sweep and SIGKILLs it at random moments until `kills` kills have hit a live
+  process (or the sweep finished first), then lets it finish. Returns where each kill landed."""
   rng = random.Random(seed)
-  survived = 0
-  for _ in range(kills):
+  landed = []
+  while len(landed) < kills:
     proc = spawn(args, cwd=cwd)
     time.sleep(rng.uniform(low, high))  # TF import alone takes ~4 s
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL)
-      survived += 1
+    if proc.poll() is not None:
+      break  # the sweep finished before this kill
+    where = _state(root) if root else "running"
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
+    landed.append(where)
   final = spawn(args, cwd=cwd)
   out, _ = final.communicate(timeout=600)
   assert final.returncode == 0, out
-  return survived
+  return landed
 
 
 def check_every_run_finished_exactly_once(root, expected_runs):

@@ -138,3 +138,23 @@ def test_run_folders_stay_inside_root_whatever_the_flags(tmp_path, capsys):
   hp = hparams.HParams(model="resnet20", method="lr_rewind", density=0.1)
   for paths in (store.dense_paths(root, hp), store.branch_paths(root, hp, 1)):
     assert store.inside(root, paths.dir) and os.path.dirname(paths.dir) == root
+
+
+def test_full_disk_gives_one_clear_line_and_keeps_earlier_results(tmp_path, capsys, monkeypatch):
+  import errno  # pylint: disable=g-import-not-at-top
+  from tfrewind import store  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "runs")
+  base = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL]
+  assert cli(base + ["--methods=lr_rewind"], capsys)[0] == 0
+  kept = results(root)
+
+  def full(path, content):
+    raise OSError(errno.ENOSPC, "No space left on device", path)
+
+  monkeypatch.setattr(store, "atomic_write", full)
+  status, _, err = cli(base + ["--methods=finetune"], capsys)
+  lines = [l for l in err.splitlines() if l.startswith("tfrewind: error:")]
+  assert status == 4 and len(lines) == 1 and "No space left on device" in lines[0]
+  assert "Traceback" not in err
+  monkeypatch.undo()
+  assert results(root) == kept

@@ -16,14 +16,15 @@ N, K, SPE = 20, 4, 4  # cycle steps, rewind step, steps per epoch
 LR = tfrewind.StepDecay(0.1, [10, 15], 0.1)
 
 
-def _run(method, schedule, probe_steps=(), **kwargs):
+def _run(method, schedule, probe_steps=(), with_before=False, **kwargs):
+  """Trains with RewindCallback; Probes after it (and, with_before, one before it too)."""
   model = compile_sgd(tfrewind.prunable(tiny_resnet()))
   cb = tfrewind.RewindCallback(method=method, schedule=schedule, cycle_steps=N, lr=LR,
                                rewind_step=K, verbose=0, **kwargs)
-  probe = Probe(probe_steps)
+  probe, before = Probe(probe_steps), Probe(probe_steps)
   model.fit(dataset(), epochs=cb.total_steps // SPE, steps_per_epoch=SPE, verbose=0,
-            callbacks=[cb, probe])
-  return model, cb, probe
+            callbacks=[before, cb, probe] if with_before else [cb, probe])
+  return (model, cb, probe, before) if with_before else (model, cb, probe)
 
 
 def _expected_lrs(plan, rounds):
@@ -79,14 +80,8 @@ def test_masks_come_from_trained_weights_and_only_shrink():
   schedule = tfrewind.Iterative(rate=0.6, rounds=3)
   plan = tfrewind.retrain_plan("weight_rewind", N, K)
   steps = [N + r * plan.steps for r in range(3)]
-  # A probe placed BEFORE the callback sees the trained weights the prune reads.
-  before = Probe(steps)
-  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
-  cb = tfrewind.RewindCallback(method="weight_rewind", schedule=schedule, cycle_steps=N, lr=LR,
-                               rewind_step=K, verbose=0)
-  after = Probe(steps)
-  model.fit(dataset(), epochs=cb.total_steps // SPE, steps_per_epoch=SPE, verbose=0,
-            callbacks=[before, cb, after])
+  # The probe placed BEFORE the callback sees the trained weights that the prune reads.
+  model, cb, after, before = _run("weight_rewind", schedule, steps, with_before=True)
   previous = None
   total = sum(m.size for m in tfrewind.get_masks(model).values())
   for r, step in enumerate(steps, start=1):
@@ -102,15 +97,7 @@ def test_masks_come_from_trained_weights_and_only_shrink():
 
 
 def test_lr_rewinding_keeps_trained_weights_and_batchnorm():
-  model, cb, probe = _run("lr_rewind", tfrewind.OneShot(0.3), probe_steps=(N,))
-  del model
-  before = Probe([N])
-  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
-  cb = tfrewind.RewindCallback(method="lr_rewind", schedule=tfrewind.OneShot(0.3), cycle_steps=N,
-                               lr=LR, verbose=0)
-  after = Probe([N])
-  model.fit(dataset(), epochs=cb.total_steps // SPE, steps_per_epoch=SPE, verbose=0,
-            callbacks=[before, cb, after])
+  _, _, after, before = _run("lr_rewind", tfrewind.OneShot(0.3), (N,), with_before=True)
   masks = after.at[N]["masks"]
   for name, value in before.at[N]["weights"].items():
     if "mask" in name or "threshold" in name:
@@ -255,14 +242,7 @@ def test_mirrored_strategy_on_two_logical_cpus_gives_the_same_masks():
 
 
 def test_reinit_control_redraws_weights_keeps_the_mask_and_replays_the_schedule():
-  model, cb, probe = _run("reinit", tfrewind.OneShot(0.3), probe_steps=(N,))
-  before = Probe([N])
-  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
-  cb = tfrewind.RewindCallback(method="reinit", schedule=tfrewind.OneShot(0.3), cycle_steps=N,
-                               lr=LR, verbose=0)
-  after = Probe([N])
-  model.fit(dataset(), epochs=cb.total_steps // SPE, steps_per_epoch=SPE, verbose=0,
-            callbacks=[before, cb, after])
+  _, cb, after, before = _run("reinit", tfrewind.OneShot(0.3), (N,), with_before=True)
   assert cb.plan == tfrewind.Retrain(None, 0, N, reinit=True)
   masks = after.at[N]["masks"]
   trained = [before.at[N]["weights"][n] for n in masks]
@@ -273,4 +253,4 @@ def test_reinit_control_redraws_weights_keeps_the_mask_and_replays_the_schedule(
     assert not np.array_equal(w[m > 0], before.at[N]["weights"][name][m > 0])
   assert after.at[N]["weights"]["stem_bn/moving_mean:0"].tobytes() == np.zeros(4, np.float32).tobytes()
   assert all((v == 0).all() for n, v in after.at[N]["slots"].items() if "/m/" in n)
-  assert probe.lrs[N:] == [float(np.float32(LR.value(s))) for s in range(N)]
+  assert after.lrs[N:] == [float(np.float32(LR.value(s))) for s in range(N)]
