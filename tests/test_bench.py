@@ -1,0 +1,20 @@
+"""The benchmark runs end to end on a tiny setting (numbers are not asserted: timing is noise)."""
+
+import pytest
+
+from tfrewind import bench
+
+
+def test_bench_prints_every_row_and_ratio(capsys):
+  assert bench.main(models=["resnet8"], repeats=1, steps=2, batch=8) == 0
+  out = capsys.readouterr().out
+  for row in ("dense tf_keras", "tfrewind pruned 0.2", "input pipeline", "ratio pruned/dense",
+              "ratio pipeline/train", "global threshold of wrn16_8", "checkpoint of resnet20",
+              "median pruned/dense: resnet8"):
+    assert row in out, row
+
+
+def test_global_threshold_and_matmul_rate_are_measured():
+  seconds, count = bench.threshold_seconds("resnet20", repeats=1)
+  assert count == 270896 and seconds > 0
+  assert bench.matmul_gflops(n=256, repeats=1) > 0
