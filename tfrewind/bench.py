@@ -140,7 +140,7 @@ def checkpoint_seconds(name="resnet20", repeats=3):
   return statistics.median(saves), statistics.median(restores)
 
 
-def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=5, steps=8, batch=128,
+def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=128,
          dataset="synthetic", warmup=2) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
@@ -151,6 +151,7 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=5, steps=8, batch=1
   print(f"{'network':<10} {'variant':<22} {'min':>9} {'median':>9} {'max':>9}  images/s")
   ratios: Dict[str, float] = {}
   full_batch = batch
+  gflops = matmul_gflops()
   for name in models:
     keras.backend.clear_session()
     # WRN-16-8 takes ~6 s per batch-128 step on 2 CPU cores: a smaller batch keeps the
@@ -159,13 +160,13 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=5, steps=8, batch=1
     bundle = data_lib.make(dataset, batch, arrays=arrays)
     dense, dense_cb = _compiled(name, batch, pruned=False)
     pruned, pruned_cb = _compiled(name, batch, pruned=True)
-    # Enough steps for ~1.5 s of timing per variant and repeat (short timings are noise).
-    rate = max(_time_fit(dense, dense_cb, bundle.train, warmup, 5, batch),
-               _time_fit(pruned, pruned_cb, bundle.train, warmup, 5, batch))
-    n = int(min(max(steps, 2.0 * rate / batch), 20 * steps))
+    macs = flops_lib.flops(dense)["dense_macs"]
+    # About 2 s of timing per variant and repeat (shorter timings are noise), from the
+    # FLOP bound: a CPU reaches roughly 70% of it, a GPU is capped at 20x the minimum.
+    predicted = 0.7 * gflops * 1e9 / (3 * 2 * macs)
+    n = int(min(max(steps, 2.0 * predicted / batch), 20 * steps))
     results = {"dense tf_keras": [], "tfrewind pruned 0.2": [], "input pipeline": []}
     bound = []
-    macs = flops_lib.flops(dense)["dense_macs"]
     for repeat in range(repeats):
       # ABBA order, so that neither variant always runs first.
       order = [("dense tf_keras", dense, dense_cb), ("tfrewind pruned 0.2", pruned, pruned_cb)]

@@ -65,7 +65,7 @@ flags.DEFINE_string("out", "report", "report/export: output folder")
 flags.DEFINE_boolean("reference_only", False, "report: draw only the published curves")
 flags.DEFINE_string("run", None, "export: a finished run folder")
 flags.DEFINE_list("bench_models", ["resnet20", "resnet56", "wrn16_8"], "bench: networks")
-flags.DEFINE_integer("bench_repeats", 5, "bench: interleaved repeats")
+flags.DEFINE_integer("bench_repeats", 4, "bench: interleaved repeats (even: ABBA order)")
 flags.DEFINE_integer("bench_steps", 8, "bench: timed steps per repeat, at least (small "
                      "networks get ~2 s worth)")
 flags.DEFINE_integer("bench_batch", 128, "bench: batch size (the papers' 128; WRN-16-8 on a "
