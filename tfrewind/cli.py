@@ -345,6 +345,8 @@ def run_main(argv: Optional[List[str]] = None) -> None:
     _fail(f"unexpected argument {parsed[1]!r}: flags are written --name=value")
   logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)
   logging.use_absl_handler()
+  import logging as py_logging  # pylint: disable=g-import-not-at-top
+  py_logging.getLogger("tensorflow").setLevel(py_logging.WARNING)  # TF's saver chatter
   sys.exit(_guarded_main(command, argv[2:]))
 
 
