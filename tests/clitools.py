@@ -37,7 +37,7 @@ def cli(args, capsys=None):
 
 def spawn(args, cwd, env_extra=None, **kwargs):
   """Starts the installed console script as a separate process."""
-  env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
+  env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
   exe = os.path.join(os.path.dirname(sys.executable), "tfrewind")
   cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "tfrewind"]
   return subprocess.Popen(cmd + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE,

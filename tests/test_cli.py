@@ -207,14 +207,21 @@ def test_two_processes_on_one_root_train_the_dense_network_once(tmp_path):
 
 
 def _free_ports(n):
+  """n free loopback ports below Linux's ephemeral range (32768+), so that no outgoing
+  connection of a concurrent test can take one between this check and the workers' bind."""
+  import random  # pylint: disable=g-import-not-at-top
   import socket  # pylint: disable=g-import-not-at-top
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
+  ports = []
+  for port in random.Random().sample(range(20000, 30000), 200):
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", port))
+      except OSError:
+        continue
+    ports.append(port)
+    if len(ports) == n:
+      return ports
+  raise RuntimeError("no free loopback port")
 
 
 def test_multi_worker_two_local_processes_on_loopback(tmp_path):
@@ -227,7 +234,7 @@ def test_multi_worker_two_local_processes_on_loopback(tmp_path):
                                                                    "index": index}})
     procs.append(spawn(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL,
                         "--methods=weight_rewind", "--distribution=multi_worker"],
-                       cwd=tmp_path, env_extra={"TF_CONFIG": tf_config}))
+                       cwd=tmp_path, env_extra={"TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "1"}))
   outs = [p.communicate(timeout=500)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
   chief, worker = results(str(root)), results(str(root / ".worker1"))

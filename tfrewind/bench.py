@@ -48,13 +48,13 @@ class StepTimer(keras.callbacks.Callback):
       self.seconds = time.perf_counter() - self._t0
 
 
-def _compiled(name, batch, pruned, jit=False):
+def _compiled(name, pruned):
   model = registry.build_model(name, input_shape=(32, 32, 3))
   callbacks = []
   if pruned:
     model = sparsity.prunable(model)
   model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   if pruned:
     callbacks.append(rewind.RewindCallback(
         method="lr_rewind", schedule=schedules.OneShot(0.2), cycle_steps=10**9,
@@ -124,7 +124,7 @@ def threshold_seconds(name="wrn16_8", repeats=3) -> float:
 
 
 def checkpoint_seconds(name="resnet20", repeats=3):
-  model, _ = _compiled(name, 32, pruned=True)
+  model, _ = _compiled(name, pruned=True)
   model.optimizer.build(model.trainable_variables)
   ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   saves, restores = [], []
@@ -158,8 +158,8 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=1
     # whole bench within 5 minutes there (the ratio, not the batch, is what is measured).
     batch = full_batch if on_gpu or name != "wrn16_8" else min(full_batch, 32)
     bundle = data_lib.make(dataset, batch, arrays=arrays)
-    dense, dense_cb = _compiled(name, batch, pruned=False)
-    pruned, pruned_cb = _compiled(name, batch, pruned=True)
+    dense, dense_cb = _compiled(name, pruned=False)
+    pruned, pruned_cb = _compiled(name, pruned=True)
     macs = flops_lib.flops(dense)["dense_macs"]
     # About 2 s of timing per variant and repeat (shorter timings are noise), from the
     # FLOP bound: a CPU reaches roughly 70% of it, a GPU is capped at 20x the minimum.

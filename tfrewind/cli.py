@@ -188,7 +188,7 @@ def cmd_run(runs=None) -> int:
   env.worker = _worker_index(env.strategy)
   runner = experiment.Runner(env)
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
-    runner.data(hp, 0, 0)  # missing data fails here, before any training
+    runner.arrays(hp)  # missing data fails here, before any training
   logging.info("root %s: %d runs", os.path.abspath(FLAGS.root), len(runs))
   rows = []
   for hp in runs:

@@ -202,13 +202,17 @@ class Runner:
     return self._readable(paths)
 
   # ------------------------------------------------------------------ machinery
-  def data(self, hp: hp_lib.HParams, round_: int, start_in_phase: int) -> data_lib.Bundle:
+  def arrays(self, hp: hp_lib.HParams) -> data_lib.Arrays:
+    """The decoded dataset of `hp`, loaded once per process (DataError if unavailable)."""
     key = (hp.dataset, hp.data_dir, hp.synthetic_size)
     if key not in self._arrays:
       self._arrays[key] = data_lib.load(hp.dataset, hp.data_dir, hp.download, hp.synthetic_size)
+    return self._arrays[key]
+
+  def data(self, hp: hp_lib.HParams, round_: int, start_in_phase: int) -> data_lib.Bundle:
     # Each phase draws its own data order, so retraining does not replay dense batches.
     return data_lib.make(hp.dataset, hp.batch_size, seed=hp.seed * 1000 + round_,
-                         validation=hp.validation, arrays=self._arrays[key],
+                         validation=hp.validation, arrays=self.arrays(hp),
                          start_step=start_in_phase)
 
   def build(self, hp: hp_lib.HParams, num_classes: int):
