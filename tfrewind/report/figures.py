@@ -58,7 +58,8 @@ def draw(title, ours, theirs, out_stem, points=None, x="compression"):
   ax.set_ylabel("test accuracy change vs dense (points)")
   ax.set_title(title)
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=7, loc="lower left")
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7, loc="lower left")
   fig.tight_layout()
   os.makedirs(os.path.dirname(out_stem) or ".", exist_ok=True)
   for ext in ("png", "svg"):
