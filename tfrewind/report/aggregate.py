@@ -137,6 +137,8 @@ def claims(table: pd.DataFrame) -> str:
     worse = [f"{d:.3g}" for d in shared if d not in ok]
     parts.append(f"LR rewinding matches or beats weight rewinding at {len(ok)}/{len(shared)}"
                  + (f" (clearly worse at density {', '.join(worse)})" if worse else ""))
+  if parts and "trials" in table and (table["trials"] < 2).any():
+    parts.append("a single seed somewhere: its interval is a point, so 'clearly' means little")
   return "; ".join(parts) if parts else "too few methods for the papers' claims"
 
 
