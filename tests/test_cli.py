@@ -61,6 +61,12 @@ def test_every_flag_file_parses_and_validates(capsys):
   assert counts["resnet20_one_shot.flags"] == 60  # 3 methods x 20 densities
   assert counts["renda_resnet56_budgets.flags"] == 300  # 3 methods x 10 densities x 10 budgets
   assert counts["wrn16_8_iterative.flags"] == 3
+  flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([
+      f"--flagfile={os.path.join(REPO, 'flags', 'resnet20_one_shot.flags')}",
+      f"--flagfile={os.path.join(REPO, 'flags', 'common', 'controls.flags')}"]))
+  assert {hp.method for hp in cli_lib.make_grid()} == {"finetune", "weight_rewind", "lr_rewind",
+                                                       "reinit"}
+  flags.FLAGS.unparse_flags()
 
 
 def test_flag_files_carry_the_papers_hyperparameters(capsys):
