@@ -9,9 +9,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 from absl import flags
+
+# Tests that start TensorFlow processes run in one xdist worker, one after another: several
+# at once on 2 cores starve multi-worker training of CPU (pytest.ini: --dist loadgroup).
+PROCESSES = pytest.mark.xdist_group("processes")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, "flags", "quickstart.flags")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from clitools import QUICK, REPO, SMALL, cli, ledger, results, spawn
+from clitools import PROCESSES, QUICK, REPO, SMALL, cli, ledger, results, spawn
 
 
 def test_quickstart_end_to_end_then_rerun_trains_nothing(tmp_path, capsys):
@@ -175,6 +175,7 @@ def _wait_for(predicate, proc, limit=240):
     time.sleep(0.2)
 
 
+@PROCESSES
 def test_resume_after_kill_minus_9_mid_training(tmp_path):
   root = tmp_path / "runs"
   args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=200it",
@@ -197,6 +198,7 @@ def test_resume_after_kill_minus_9_mid_training(tmp_path):
   assert dense_lines[0]["start"] % 10 == 0
 
 
+@PROCESSES
 def test_two_processes_on_one_root_train_the_dense_network_once(tmp_path):
   root = tmp_path / "runs"
   a = spawn(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=lr_rewind"],
@@ -230,6 +232,7 @@ def _free_ports(n):
   raise RuntimeError("no free loopback port")
 
 
+@PROCESSES
 def test_multi_worker_two_local_processes_on_loopback(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   root = tmp_path / "runs"
@@ -242,7 +245,9 @@ def test_multi_worker_two_local_processes_on_loopback(tmp_path):
                         "--methods=weight_rewind", "--distribution=multi_worker"],
                        cwd=tmp_path, env_extra={"TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "1"}))
   outs = [p.communicate(timeout=500)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs
+  if [p.returncode for p in procs] != [0, 0]:
+    pytest.fail("\n\n".join(f"worker {i} exit {p.returncode}:\n{out[-4000:]}"
+                            for i, (p, out) in enumerate(zip(procs, outs))), pytrace=False)
   chief, worker = results(str(root)), results(str(root / ".worker1"))
   assert len(chief) == 2 and chief.keys() == worker.keys()
   for name in chief:  # trained together: the same numbers on both workers

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clitools import (QUICK, SMALL, check_every_run_finished_exactly_once, cli, kill_sweep,
+from clitools import (PROCESSES, QUICK, SMALL, check_every_run_finished_exactly_once, cli, kill_sweep,
                       ledger, results, spawn)
 
 
+@PROCESSES
 def test_kill_minus_9_at_random_points_then_every_run_finishes_once(tmp_path):
   root = str(tmp_path / "runs")
   args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=80it",
@@ -30,6 +31,7 @@ def _final_weights(root, prefix):
           if "OPTIMIZER_SLOT" in n or "layer_with_weights" in n or "optimizer" in n}
 
 
+@PROCESSES
 def test_deterministic_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, capsys):
   args = [f"--flagfile={QUICK}", *SMALL, "--train_steps=300it", "--lr_boundaries=150it,250it",
           "--retrain=20it", "--methods=finetune", "--deterministic"]

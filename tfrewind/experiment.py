@@ -143,6 +143,12 @@ class Runner:
     own = self._own(paths)
     return own if own.finished() else paths
 
+  def _finished(self, paths: store.RunPaths) -> bool:
+    """Finished by the chief or by this worker: a worker must not wait for the chief's
+    result.json, which the chief may write a moment later than the worker finishes its copy
+    (training again would desynchronise the collectives)."""
+    return paths.finished() or (self.env.worker is not None and self._own(paths).finished())
+
   def _locked(self, paths):
     # Workers train in lockstep with the chief: a worker waiting on the chief's lock would
     # deadlock the collectives, so only the chief locks.
@@ -160,9 +166,9 @@ class Runner:
         if os.path.exists(paths.result):
           os.replace(paths.result, paths.result + ".stale")
           shutil.rmtree(paths.final, ignore_errors=True)
-    if not paths.finished():
+    if not self._finished(paths):
       with self._locked(paths):
-        if not paths.finished():
+        if not self._finished(paths):
           own = self._own(paths)
           self._train(hp, own, kind="dense", round_=0, start=0, end=hp.cycle_steps,
                       initial=None, phase_cb=[rewind.SnapshotCallback(k, own.snapshot(k))
@@ -179,8 +185,8 @@ class Runner:
     rounds = 1 if hp.schedule == "one_shot" else hp.rounds
     round_ = rounds if round_ is None else round_
     paths = store.branch_paths(self.env.root, hp, round_)
-    if paths.finished():
-      return paths
+    if self._finished(paths):
+      return self._readable(paths)
     previous = self.dense(hp) if round_ == 1 else self.branch(hp, round_ - 1)
     dense = self._readable(store.dense_paths(self.env.root, hp))
     plan = hp.plan()
@@ -188,7 +194,7 @@ class Runner:
     density = hp.densities[round_ - 1]
     snapshot = None if plan.weights_from is None else dense.snapshot(plan.weights_from)
     with self._locked(paths):
-      if not paths.finished():
+      if not self._finished(paths):
         callback = rewind.RewindCallback(
             method=hp.method, schedule=schedules.OneShot(density), cycle_steps=hp.cycle_steps,
             rewind_step=hp.to_steps("rewind_step"), finetune_lr=hp.finetune_lr,
