@@ -167,7 +167,21 @@ def _check_shapes(what, variables, arrays):
                      f"{len(variables)} variables; was it taken from another network?")
 
 
-class SnapshotCallback(keras.callbacks.Callback):
+class _StepCallback(keras.callbacks.Callback):
+  """Knows the optimizer step of every batch with one device read per epoch, not per batch."""
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_step = int(self.model.optimizer.iterations.numpy())
+    self._epoch_first_batch = None
+
+  def _step(self, batch):
+    """optimizer.iterations before this batch (batches restart at 0 or at a resumed index)."""
+    if self._epoch_first_batch is None:
+      self._epoch_first_batch = batch
+    return self._epoch_step + batch - self._epoch_first_batch
+
+
+class SnapshotCallback(_StepCallback):
   """Takes a Snapshot when optimizer.iterations reaches `step` (and saves it to `path`).
 
   For training a dense network once, so that many RewindCallbacks with
@@ -181,14 +195,8 @@ class SnapshotCallback(keras.callbacks.Callback):
     self.snapshot: Optional[Snapshot] = None
     self._supports_tf_logs = True
 
-  def on_epoch_begin(self, epoch, logs=None):
-    self._epoch_step = int(self.model.optimizer.iterations.numpy())
-    self._first = None
-
   def on_train_batch_begin(self, batch, logs=None):
-    if self._first is None:
-      self._first = batch
-    if self._epoch_step + batch - self._first == self.step:
+    if self._step(batch) == self.step:
       self.snapshot = snapshot(self.model)
       if self.path:
         self.snapshot.save(self.path)
@@ -261,7 +269,7 @@ def _positive_int(name, value):
   return int(value)
 
 
-class RewindCallback(keras.callbacks.Callback):
+class RewindCallback(_StepCallback):
   """Trains dense, then prunes and retrains once per round of `schedule`.
 
   Example:
@@ -410,10 +418,6 @@ class RewindCallback(keras.callbacks.Callback):
                       step, self.end_step)
       model.stop_training = True
 
-  def on_epoch_begin(self, epoch, logs=None):
-    self._epoch_step = int(self.model.optimizer.iterations.numpy())
-    self._epoch_first_batch = None
-
   def on_train_batch_begin(self, batch, logs=None):
     step = self._step(batch)
     if step == self.snapshot_step:
@@ -431,11 +435,6 @@ class RewindCallback(keras.callbacks.Callback):
       logs["round"] = self.round_at(int(self.model.optimizer.iterations.numpy()) - 1)
 
   # -- internals
-  def _step(self, batch):
-    if self._epoch_first_batch is None:
-      self._epoch_first_batch = batch
-    return self._epoch_step + batch - self._epoch_first_batch
-
   def _install_lr(self, model):
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     current = optimizer._learning_rate  # pylint: disable=protected-access
