@@ -85,6 +85,22 @@ def test_channel_structure_masks_whole_output_channels():
   assert min(saliency_kept) >= max(saliency_pruned)
 
 
+def test_fixed_kernels_keep_their_masks_and_stay_out_of_the_counts():
+  ws = _kernels()
+  old = [np.ones(w.shape, np.float32) for w in ws]
+  old[-1].reshape(-1)[:3] = 0
+  fixed = [False] * (len(ws) - 1) + [True]
+  for structure in M.STRUCTURES:
+    masks = M.compute_masks(ws, 0.3, old, structure=structure, fixed=fixed)
+    assert masks[-1].tobytes() == old[-1].tobytes()
+    items = (lambda m: int(m.sum())) if structure == "unstructured" else (
+        lambda m: int(m.reshape(-1, m.shape[-1]).max(0).sum()))
+    total = sum(w.size if structure == "unstructured" else w.shape[-1] for w in ws[:-1])
+    assert sum(items(m) for m in masks[:-1]) == M.kept_count(0.3, total)
+  with pytest.raises(ValueError, match="nothing to prune"):
+    M.compute_masks(ws, 0.3, fixed=[True] * len(ws))
+
+
 def test_random_criterion_keeps_the_same_counts_and_differs_from_magnitude():
   ws = _kernels()
   mag = M.compute_masks(ws, 0.3)

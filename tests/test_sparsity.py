@@ -58,11 +58,78 @@ def test_prune_layerwise_and_channel():
   tfrewind.prune(model, 0.5, scope="layerwise")
   for name, m in tfrewind.get_masks(model).items():
     assert int(m.sum()) == masks_lib.kept_count(0.5, m.size), name
-  model = tfrewind.prunable(tiny_resnet())
+  with pytest.raises(ValueError, match="structure='channel'"):
+    tfrewind.prune(tfrewind.prunable(tiny_resnet()), 0.5, structure="channel")
+  model = tfrewind.prunable(tiny_resnet(), structure="channel")
   tfrewind.prune(model, 0.5, structure="channel")
-  for m in tfrewind.get_masks(model).values():
+  masks = tfrewind.get_masks(model)
+  for m in masks.values():
     per_channel = m.reshape(-1, m.shape[-1])
     assert ((per_channel == 0).all(0) | (per_channel == 1).all(0)).all()
+  # The classifier's units are classes: never pruned, and not counted.
+  assert masks.pop("logits/kernel:0").all()
+  alive = sum(int(m.reshape(-1, m.shape[-1]).max(0).sum()) for m in masks.values())
+  assert alive == masks_lib.kept_count(0.5, 4 + 8 + 8)
+
+
+def _randomize_batchnorm(model, seed=0):
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      n = layer.gamma.shape[0]
+      layer.set_weights([rng.normal(1, 0.3, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n),
+                         rng.uniform(0.5, 2, n)])
+
+
+def test_channel_pruning_silences_the_batchnorm_after_the_conv_through_training(tmp_path):
+  base = tiny_resnet()
+  _randomize_batchnorm(base)
+  x = np.random.default_rng(1).random((4, 8, 8, 3), dtype=np.float32)
+  before = base(x, training=False).numpy()
+  model = compile_sgd(tfrewind.prunable(base, structure="channel"))
+  norms = {n.name: w.layer.name for n, w in sparsity.channel_norms(model)}
+  assert norms == {"stem_bn": "stem", "block_bn": "block_conv"}
+  # Same weights and outputs as the plain network until something is pruned.
+  assert model(x, training=False).numpy().tobytes() == before.tobytes()
+  model.fit(dataset(), epochs=1, steps_per_epoch=2, verbose=0)  # non-zero momentum on beta
+  tfrewind.prune(model, 0.5, scope="layerwise", structure="channel")
+  masks = tfrewind.get_masks(model)
+  dead = {n: masks[f"{s}/kernel:0"].reshape(-1, masks[f"{s}/kernel:0"].shape[-1]).max(0) == 0
+          for n, s in norms.items()}
+  assert [int(d.sum()) for d in dead.values()] == [2, 4]
+  model.fit(dataset(), epochs=1, steps_per_epoch=4, verbose=0)
+  for name, d in dead.items():
+    layer = model.get_layer(name)
+    for v in (layer.gamma, layer.beta):
+      values = v.numpy()
+      assert values[d].tobytes() == np.zeros(int(d.sum()), np.float32).tobytes(), v.name
+      assert (values[~d] != 0).all()
+      for slot in sparsity.optimizer_slots(model.optimizer, v):
+        assert (slot.numpy()[d] == 0).all()
+  # Silent after the BatchNorm: the stripped network (plain layers) computes the same, bitwise.
+  stripped = tfrewind.strip(model)
+  assert {type(l).__name__ for l in stripped.layers} >= {"BatchNormalization", "Conv2D"}
+  assert not any(isinstance(l, (sparsity.Masked, sparsity.ChannelNorm)) for l in stripped.layers)
+  assert stripped(x, training=False).numpy().tobytes() == model(x, training=False).numpy().tobytes()
+  stem_out = keras.Model(model.inputs, model.get_layer("stem_bn").output)(x, training=True)
+  assert (stem_out.numpy()[..., dead["stem_bn"]] == 0).all()
+
+
+def test_dense_checkpoint_serves_unstructured_and_channel_models(tmp_path):
+  dense = compile_sgd(tfrewind.prunable(tiny_resnet()))
+  dense.fit(dataset(), epochs=1, steps_per_epoch=2, verbose=0)
+  path = tf.train.Checkpoint(model=dense, optimizer=dense.optimizer).write(str(tmp_path / "c"))
+  channel = compile_sgd(tfrewind.prunable(tiny_resnet(), structure="channel"))
+  channel.optimizer.build(channel.trainable_variables)
+  tf.train.Checkpoint(model=channel, optimizer=channel.optimizer).read(
+      path).assert_existing_objects_matched()
+  for a, b in zip(dense.weights, channel.weights):
+    assert a.numpy().tobytes() == b.numpy().tobytes()
+  # Saved and loaded as .keras, a ChannelNorm comes back and is linked by prunable again.
+  channel.save(str(tmp_path / "m.keras"))
+  loaded = tfrewind.prunable(keras.models.load_model(str(tmp_path / "m.keras")),
+                             structure="channel")
+  assert all(n._source_mask is not None for n, _ in sparsity.channel_norms(loaded))  # pylint: disable=protected-access
 
 
 def test_nothing_to_prune_and_subclassed_models_raise():

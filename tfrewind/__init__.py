@@ -18,11 +18,12 @@ from tfrewind.lr import Rewindable, StepDecay  # noqa: E402
 from tfrewind.models import build_model  # noqa: E402
 from tfrewind.pruning.schedules import Iterative, OneShot  # noqa: E402
 from tfrewind.pruning.sparsity import (density, get_masks, layer_densities, prunable,  # noqa: E402
-                                       prune)
+                                       prune, strip)
 from tfrewind.rewind import (Retrain, RewindCallback, Snapshot, retrain_plan,  # noqa: E402
                              rewind_weights, snapshot)
+from tfrewind.pruning.slim import slim  # noqa: E402
 
 __all__ = ["prunable", "prune", "density", "get_masks", "layer_densities", "OneShot",
            "Iterative", "snapshot", "rewind_weights", "Snapshot", "RewindCallback", "Retrain",
-           "retrain_plan", "StepDecay", "Rewindable", "build_model", "flops"]
+           "retrain_plan", "StepDecay", "Rewindable", "build_model", "flops", "strip", "slim"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The `tfrewind` command: run, sweep, models, report, bench.
+"""The `tfrewind` command: run, sweep, models, report, bench, export.
 
   tfrewind run --flagfile=flags/quickstart.flags
   tfrewind run --flagfile=flags/resnet20_one_shot.flags --seeds=1,2,3
@@ -6,6 +6,7 @@
   tfrewind models
   tfrewind report --root=runs --out=report
   tfrewind bench
+  tfrewind export --run=runs/prune_... --out=exported
 
 Every hyper-parameter flag is generated from a field of tfrewind.hparams.HParams
 (its help text is the field's). The list flags --methods, --densities, --seeds
@@ -271,6 +272,18 @@ def cmd_bench() -> int:
                     steps=FLAGS.bench_steps, batch=FLAGS.bench_batch, dataset=dataset)
 
 
+def cmd_export() -> int:
+  from tfrewind import export  # pylint: disable=g-import-not-at-top
+  if not FLAGS.run:
+    raise UsageError("export needs --run=RUN_FOLDER (a finished run) and --out=FOLDER")
+  info = export.export(FLAGS.run, FLAGS.out)
+  print(f"exported {info['model']} ({info['structure']}, density {info['density']:.4g}, test "
+        f"accuracy {info['test_accuracy']:.4f}) to {FLAGS.out}: {info['parameters']:,} -> "
+        f"{info['slim_parameters']:,} parameters, {info['dense_macs']:,} -> "
+        f"{info['slim_dense_macs']:,} MACs dense; saved_model/, model.tflite, export.json")
+  return 0
+
+
 def main(command: str, raw_args: List[str]) -> int:
   """Runs `command` with the already parsed FLAGS (raw_args: as typed, for sweep --print)."""
   if command == "run":
@@ -283,6 +296,8 @@ def main(command: str, raw_args: List[str]) -> int:
     return cmd_report()
   if command == "bench":
     return cmd_bench()
+  if command == "export":
+    return cmd_export()
   raise UsageError(f"unknown command {command!r}")
 
 

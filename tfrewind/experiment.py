@@ -32,6 +32,7 @@ from tfrewind import macs as flops_lib
 from tfrewind import hparams as hp_lib
 from tfrewind import lr as lr_lib
 from tfrewind import rewind
+from tfrewind.pruning import slim as slim_lib
 from tfrewind import store
 from tfrewind.models import registry
 from tfrewind.pruning import schedules
@@ -230,7 +231,8 @@ class Runner:
       keras.mixed_precision.set_global_policy("float32")
     with strategy.scope():
       model = sparsity.prunable(registry.build_model(
-          hp.model, num_classes=num_classes, input_shape=(32, 32, 3), **hp.model_overrides()))
+          hp.model, num_classes=num_classes, input_shape=(32, 32, 3), **hp.model_overrides()),
+          structure=hp.structure)
       schedule = lr_lib.StepDecay(hp.lr, hp.boundaries, hp.lr_factor)
       optimizer = keras.optimizers.SGD(schedule, momentum=hp.momentum, nesterov=hp.nesterov)
       model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -338,6 +340,9 @@ class Runner:
                   flops_speedup=macs["speedup"],
                   compression=1.0 / result["density"] if result["density"] else None,
                   **stripped_size(model))
+    if hp.structure == "channel":
+      result["parameters"] = int(sparsity.strip(model).count_params())
+      result["slim_parameters"] = int(slim_lib.slim(model).count_params())
     if bundle.validation is not None:
       result["val_accuracy"] = float(model.evaluate(bundle.validation, verbose=0,
                                                     return_dict=True)["accuracy"])
@@ -352,13 +357,12 @@ class Runner:
 
 
 def stripped_size(model) -> Dict[str, int]:
-  """Bytes of the model with its pruning wrappers stripped (strip_pruning), raw and gzipped.
+  """Bytes of the model with its pruning wrappers stripped (tfrewind.strip), raw and gzipped.
 
   Pruned weights are zeros, so gzip shows what the sparsity is worth on disk.
   """
   import gzip  # pylint: disable=g-import-not-at-top
-  from tensorflow_model_optimization.python.core.sparsity.keras import prune  # pylint: disable=g-import-not-at-top
-  stripped = prune.strip_pruning(model)
+  stripped = sparsity.strip(model)
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "weights.h5")
     stripped.save_weights(path)

@@ -1,7 +1,9 @@
 """Multiply-accumulates of one forward pass, dense and under the current masks.
 
 A conv or dense layer costs (kept kernel weights) x (output positions): a
-pruned weight costs nothing. Other layers (BatchNorm, ReLU, pooling, adds) are
+pruned weight costs nothing, and neither does a weight reading or writing a
+channel that `tfrewind.slim` would remove (a pruned channel also removes its
+share of the next layer; see tfrewind/pruning/channels.py). Other layers (BatchNorm, ReLU, pooling, adds) are
 not counted, as is usual in the pruning literature (Blalock et al. 2020).
 
 Example:
@@ -25,20 +27,19 @@ def _positions(layer) -> int:
 
 def flops(model) -> Dict[str, float]:
   """{"dense_macs", "pruned_macs", "speedup"} of one image's forward pass."""
-  from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning import channels  # pylint: disable=g-import-not-at-top
+  plan = None
+  if getattr(model, "_is_graph_network", False) and not any(
+      isinstance(l, keras.Model) for l in model.layers):
+    plan = channels.plan(model)
   dense = pruned = 0
   for layer in _layers(model):
-    inner = layer.layer if isinstance(layer, sparsity.Masked) else layer
-    if not isinstance(inner, (keras.layers.Conv2D, keras.layers.Dense)):
+    if not channels.is_weighted(layer):
       continue
     positions = _positions(layer)
-    kernel = inner.kernel
-    total = int(np.prod(kernel.shape))
-    kept = total
-    if isinstance(layer, sparsity.Masked):
-      kept = int(np.sum(layer.pruning_vars[0][1].numpy()))
-    dense += total * positions
-    pruned += kept * positions
+    kept = channels.kept_weights(layer, plan)
+    dense += kept.size * positions
+    pruned += int(kept.sum()) * positions
   return {"dense_macs": dense, "pruned_macs": pruned,
           "speedup": round(dense / pruned, 3) if pruned else float("inf")}
 

@@ -388,6 +388,8 @@ class RewindCallback(_StepCallback):
     if not sparsity.wrappers(model):
       raise ValueError("RewindCallback needs a prunable model: call tfrewind.prunable(model) "
                        "before compiling")
+    if self.prune_kwargs["structure"] == "channel":
+      sparsity.check_channel_ready(model)
     step = int(model.optimizer.iterations.numpy())
     if self.start_step is None:
       self.start_step = step

@@ -83,7 +83,8 @@ def compute_masks(weights: Sequence[np.ndarray],
                   scope: str = "global",
                   structure: str = "unstructured",
                   criterion: str = "magnitude",
-                  seed: int = 0) -> List[np.ndarray]:
+                  seed: int = 0,
+                  fixed: Optional[Sequence[bool]] = None) -> List[np.ndarray]:
   """New masks that keep `density` of the items, never reviving a pruned one.
 
   Args:
@@ -97,6 +98,8 @@ def compute_masks(weights: Sequence[np.ndarray],
     structure: "unstructured" or "channel" (saliency = mean |w| over a channel).
     criterion: "magnitude" or "random" (a seeded control with the same counts).
     seed: seed of the random criterion.
+    fixed: per kernel, True to leave its mask as it is and out of the counts
+      (channel pruning fixes the classifier, whose units are classes).
 
   Returns:
     float32 0/1 masks, one per kernel.
@@ -116,18 +119,29 @@ def compute_masks(weights: Sequence[np.ndarray],
   if masks is None:
     masks = [np.ones(w.shape, np.float32) for w in weights]
   masks = [np.asarray(m) for m in masks]
+  fixed = [False] * len(weights) if fixed is None else [bool(f) for f in fixed]
+  if len(fixed) != len(weights):
+    raise ValueError(f"fixed has {len(fixed)} entries for {len(weights)} kernels")
+  if all(fixed):
+    raise ValueError("every kernel is fixed: nothing to prune")
   rng = np.random.default_rng(seed)
-  scores = _scores(weights, masks, structure, criterion, rng)
+  free = [i for i, f in enumerate(fixed) if not f]
+  scores = _scores([weights[i] for i in free], [masks[i] for i in free], structure, criterion, rng)
 
   if scope == "global":
     flat = np.concatenate(scores)
     keeps = np.split(_keep_checked(flat, density, "all kernels"),
                      np.cumsum([s.size for s in scores])[:-1])
   else:
-    keeps = [_keep_checked(s, density, f"kernel {i}") for i, s in enumerate(scores)]
+    keeps = [_keep_checked(s, density, f"kernel {i}") for i, s in zip(free, scores)]
+  keep_of = dict(zip(free, keeps))
 
   new = []
-  for w, m, keep in zip(weights, masks, keeps):
+  for i, (w, m) in enumerate(zip(weights, masks)):
+    if fixed[i]:
+      new.append((m > 0).astype(np.float32))
+      continue
+    keep = keep_of[i]
     if structure == "channel":
       keep = np.broadcast_to(keep.reshape((1,) * (w.ndim - 1) + (-1,)), w.shape)
     new.append((keep.reshape(w.shape) & (m > 0)).astype(np.float32))

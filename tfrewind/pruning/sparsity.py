@@ -14,9 +14,20 @@ optimizer slots of pruned weights, so no optimizer update (momentum, Nesterov,
 L2, decoupled weight decay) can move a pruned weight off 0. There is no
 per-step assign, cond or step counter, which is also what makes pruned training
 as fast as dense.
+
+Channel pruning (`structure="channel"`) also silences the channel after the
+conv: a pruned output channel of a conv followed by BatchNormalization would
+otherwise still emit BatchNorm's beta (a learned constant), so the channel
+would not really be gone and no smaller network could compute the same
+function. `prunable(model, structure="channel")` therefore turns each such
+BatchNormalization into a `ChannelNorm`, whose gamma and beta are masked by
+the conv's dead channels (the same forward-only masking as `Masked`). The
+variables and checkpoint layout stay those of BatchNormalization, so a dense
+checkpoint serves unstructured and channel branches alike. `tfrewind.slim`
+relies on this to remove pruned channels physically.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -82,16 +93,120 @@ class Masked(pruning_wrapper.PruneLowMagnitude):
     return cls(**config)
 
 
+@keras.utils.register_keras_serializable(package="tfrewind")
+class ChannelNorm(keras.layers.BatchNormalization):
+  """BatchNormalization whose channels die with the output channels of its conv.
+
+  `source` names the prunable layer it follows; `prunable(..., structure="channel")`
+  links it to that layer's mask. Unlinked (e.g. just after `load_model`) it is
+  a plain BatchNormalization: its dead channels hold gamma = beta = 0, so it
+  still emits exact zeros there in inference, but training it needs the link
+  back (`tfrewind.prunable(model, structure="channel")` restores it).
+  """
+
+  def __init__(self, source: str = "", **kwargs):
+    super().__init__(**kwargs)
+    self.source = source
+    object.__setattr__(self, "_source_mask", None)
+
+  def get_config(self):
+    return {**super().get_config(), "source": self.source}
+
+  def alive(self):
+    """1.0 for each channel whose source conv keeps a weight, else 0.0 (a tensor)."""
+    mask = self._source_mask
+    axes = list(range(len(mask.shape) - 1))
+    return tf.cast(tf.reduce_max(mask, axis=axes) > 0, self.dtype)
+
+  def call(self, inputs, training=None):
+    if self._source_mask is None:
+      return super().call(inputs, training=training)
+    alive = self.alive()
+    saved = [(a, getattr(self, a)) for a in ("gamma", "beta") if getattr(self, a) is not None]
+    try:
+      for attr, value in saved:
+        object.__setattr__(self, attr, tf.convert_to_tensor(value) * alive)
+      return super().call(inputs, training=training)
+    finally:
+      for attr, value in saved:
+        object.__setattr__(self, attr, value)
+
+
+def _inbound_layers(layer):
+  """The layers feeding `layer`'s first call ([] for an unconnected layer)."""
+  nodes = getattr(layer, "_inbound_nodes", [])
+  if not nodes:
+    return []
+  inbound = nodes[0].inbound_layers
+  return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _followers(model) -> Dict[str, str]:
+  """{BatchNormalization layer name: name of the prunable layer it directly follows}."""
+  found = {}
+  for layer in _flat_layers(model):
+    if isinstance(layer, keras.layers.BatchNormalization):
+      inbound = _inbound_layers(layer)
+      if len(inbound) == 1:
+        source = inbound[0].layer if isinstance(inbound[0], Masked) else inbound[0]
+        if isinstance(source, _PRUNABLE_TYPES):
+          found[layer.name] = source.name
+  return found
+
+
+def _flat_layers(model):
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      yield from _flat_layers(layer)
+    else:
+      yield layer
+
+
+def channel_norms(model) -> List[Tuple[ChannelNorm, "Masked"]]:
+  """(ChannelNorm, the Masked wrapper of its source) pairs of `model`."""
+  by_name = {w.layer.name: w for w in wrappers(model)}
+  pairs = []
+  for layer in _flat_layers(model):
+    if isinstance(layer, ChannelNorm):
+      if layer.source not in by_name:
+        raise ValueError(f"ChannelNorm {layer.name} follows {layer.source!r}, which is not a "
+                         "pruned layer of this model")
+      pairs.append((layer, by_name[layer.source]))
+  return pairs
+
+
+def _link_norms(model) -> None:
+  for norm, wrapper in channel_norms(model):
+    object.__setattr__(norm, "_source_mask", wrapper.pruning_vars[0][1])
+
+
+def check_channel_ready(model) -> None:
+  """Raises ValueError unless every BatchNorm after a pruned layer is a linked ChannelNorm."""
+  followers = _followers(model)
+  plain = sorted(n for n in followers if not isinstance(_find(model, n), ChannelNorm))
+  if plain:
+    raise ValueError(f"channel pruning must silence the BatchNorm after each pruned conv "
+                     f"({', '.join(plain[:3])}{', ...' if len(plain) > 3 else ''}): build the "
+                     f"model with tfrewind.prunable(model, structure='channel')")
+  _link_norms(model)
+
+
+def _find(model, name):
+  return next(l for l in _flat_layers(model) if l.name == name)
+
+
 def is_prunable_layer(layer) -> bool:
   """True for the layers whose kernels tfrewind prunes: every Conv and Dense."""
   return isinstance(layer, _PRUNABLE_TYPES) and not isinstance(layer, Masked)
 
 
-def prunable(model: keras.Model, schedule=None) -> keras.Model:
+def prunable(model: keras.Model, schedule=None, structure: str = "unstructured") -> keras.Model:
   """Wraps every Conv and Dense layer of `model` so that it can be pruned.
 
   The returned model shares the original layers (and so their weights); biases,
-  BatchNorm and every other layer are left as they are.
+  BatchNorm and every other layer are left as they are, except that with
+  structure="channel" each BatchNormalization right after a Conv/Dense becomes
+  a `ChannelNorm` (same weights) so that a pruned channel is silent after it too.
 
   Example:
     >>> model = tfrewind.prunable(keras.Sequential([
@@ -103,13 +218,18 @@ def prunable(model: keras.Model, schedule=None) -> keras.Model:
   Args:
     model: a Sequential or functional tf_keras model.
     schedule: recorded on each wrapper (metadata only, see schedules.py).
+    structure: "unstructured" or "channel": the structure `prune` will be called with.
 
   Raises:
     ValueError: if the model is subclassed or has nothing to prune.
   """
   if not isinstance(model, keras.Model):
     raise ValueError(f"prunable expects a tf_keras Model, got {type(model).__name__}")
+  if structure not in masks_lib.STRUCTURES:
+    raise ValueError(f"structure must be one of {masks_lib.STRUCTURES}, got {structure!r}")
   if wrappers(model):
+    if structure == "channel":
+      check_channel_ready(model)
     return model
   if not (isinstance(model, keras.Sequential) or model._is_graph_network):  # pylint: disable=protected-access
     raise ValueError(f"prunable needs a Sequential or functional model; {model.name!r} is a "
@@ -117,14 +237,26 @@ def prunable(model: keras.Model, schedule=None) -> keras.Model:
   if not any(is_prunable_layer(l) for l in model.submodules if isinstance(l, keras.layers.Layer)):
     raise ValueError(f"model {model.name!r} has no Conv or Dense layer: nothing to prune")
 
+  followers = _followers(model) if structure == "channel" else {}
+  copies = []
+
   def wrap(layer):
     if isinstance(layer, keras.Model):
       return keras.models.clone_model(layer, clone_function=wrap)
     if is_prunable_layer(layer):
       return Masked(layer, pruning_schedule=schedule)
+    if layer.name in followers and not isinstance(layer, ChannelNorm):
+      config = layer.get_config()
+      config["source"] = followers[layer.name]
+      copies.append((layer, ChannelNorm.from_config(config)))
+      return copies[-1][1]
     return layer
 
-  return keras.models.clone_model(model, clone_function=wrap)
+  result = keras.models.clone_model(model, clone_function=wrap)
+  for old, new in copies:
+    new.set_weights(old.get_weights())
+  _link_norms(result)
+  return result
 
 
 def wrappers(model) -> List[Masked]:
@@ -200,10 +332,24 @@ def prune(model, density: float, scope: str = "global", structure: str = "unstru
   pvars = _pruning_vars(model)
   weights = [w.numpy() for w, _, _ in pvars]
   old = [m.numpy() for _, m, _ in pvars]
+  fixed = None
+  if structure == "channel":
+    check_channel_ready(model)
+    # A layer that emits the model's output (the classifier) has classes, not channels.
+    outputs = _output_layers(model)
+    fixed = [w.layer.name in outputs for w in wrappers(model) for _ in w.pruning_vars]
   new = masks_lib.compute_masks(weights, density, old, scope=scope, structure=structure,
-                                criterion=criterion, seed=seed)
+                                criterion=criterion, seed=seed, fixed=fixed)
   set_masks(model, new)
   return _density(model)
+
+
+def _output_layers(model) -> set:
+  names = set()
+  for tensor in model.outputs or []:
+    layer = tensor._keras_history.layer  # pylint: disable=protected-access
+    names.add(layer.layer.name if isinstance(layer, Masked) else layer.name)
+  return names
 
 
 def set_masks(model, new_masks) -> None:
@@ -220,13 +366,55 @@ def set_masks(model, new_masks) -> None:
 
 
 def apply_masks(model) -> None:
-  """Sets pruned weights and their optimizer slots to exactly +0.0."""
+  """Sets pruned weights and their optimizer slots to exactly +0.0.
+
+  Also gamma and beta (and their slots) of each ChannelNorm channel whose conv
+  channel is pruned, so that the stripped model holds what the masked one computes.
+  """
   optimizer = getattr(model, "optimizer", None)
   for weight, mask, _ in _pruning_vars(model):
-    m = mask.numpy()
-    weight.assign(masks_lib.apply(weight.numpy(), m))
-    for slot in optimizer_slots(optimizer, weight):
-      slot.assign(masks_lib.apply(slot.numpy(), m))
+    _zero(weight, mask.numpy(), optimizer)
+  for norm, wrapper in channel_norms(model):
+    mask = wrapper.pruning_vars[0][1].numpy()
+    alive = (mask.reshape(-1, mask.shape[-1]).max(axis=0) > 0).astype(np.float32)
+    for weight in (norm.gamma, norm.beta):
+      if weight is not None:
+        _zero(weight, alive, optimizer)
+
+
+def _zero(weight, mask, optimizer):
+  weight.assign(masks_lib.apply(weight.numpy(), mask))
+  for slot in optimizer_slots(optimizer, weight):
+    slot.assign(masks_lib.apply(slot.numpy(), mask))
+
+
+def strip(model) -> keras.Model:
+  """An ordinary tf_keras model computing what `model` computes in inference.
+
+  TF-MOT's `strip_pruning` (the wrappers removed; pruned weights are already
+  exact zeros), and each ChannelNorm turned back into a BatchNormalization
+  (its dead channels hold gamma = beta = 0).
+  """
+  from tensorflow_model_optimization.python.core.sparsity.keras import prune as prune_lib  # pylint: disable=g-import-not-at-top
+  stripped = prune_lib.strip_pruning(model) if wrappers(model) else model
+  copies = []
+
+  def plain(layer):
+    if isinstance(layer, keras.Model):
+      return keras.models.clone_model(layer, clone_function=plain)
+    if isinstance(layer, ChannelNorm):
+      config = layer.get_config()
+      config.pop("source")
+      copies.append((layer, keras.layers.BatchNormalization.from_config(config)))
+      return copies[-1][1]
+    return layer
+
+  if not any(isinstance(l, ChannelNorm) for l in _flat_layers(stripped)):
+    return stripped
+  result = keras.models.clone_model(stripped, clone_function=plain)
+  for old, new in copies:
+    new.set_weights(old.get_weights())
+  return result
 
 
 def optimizer_slots(optimizer, var) -> list:

@@ -1,0 +1,80 @@
+"""Channel pruning through the runner, then `tfrewind export` of the finished run."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_keras as keras
+from tfrewind import export as export_lib
+
+from clitools import QUICK, SMALL, cli, results
+
+
+def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
+  root = str(tmp_path / "runs")
+  status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL,
+                        "--structure=channel", "--densities=0.5", "--methods=lr_rewind"], capsys)
+  assert status == 0, err
+  (name, result), = [(n, r) for n, r in results(root).items() if r["kind"] == "prune"]
+  assert result["slim_parameters"] < result["parameters"]
+  assert result["flops_speedup"] > 1
+  run = os.path.join(root, name)
+  out = str(tmp_path / "exported")
+  status, stdout, err = cli(["export", f"--run={run}", f"--out={out}"], capsys)
+  assert status == 0, err
+  assert sorted(os.listdir(out)) == ["export.json", "model.tflite", "saved_model"]
+  info = json.load(open(os.path.join(out, "export.json")))
+  assert info["slim_parameters"] == result["slim_parameters"] and "parameters" in stdout
+  # Slim keeps the zero weights of channels that only some writers of a stage prune.
+  assert result["pruned_macs"] <= info["slim_dense_macs"] < info["dense_macs"]
+
+  masked, _, _ = export_lib.load_run(run)
+  x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+  expected = masked(x, training=False).numpy()
+  loaded = keras.models.load_model(os.path.join(out, "saved_model"))
+  assert loaded.count_params() == info["slim_parameters"]
+  np.testing.assert_allclose(loaded(x, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
+  serving = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"]
+  (served,) = serving(tf.constant(x)).values()
+  np.testing.assert_allclose(served.numpy(), expected, rtol=1e-4, atol=1e-4)
+  interpreter = tf.lite.Interpreter(model_path=os.path.join(out, "model.tflite"))
+  interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+  interpreter.allocate_tensors()
+  interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+  interpreter.invoke()
+  lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+  np.testing.assert_allclose(lite, expected, rtol=1e-3, atol=1e-3)
+
+  # Exporting again replaces the earlier export whole; a foreign folder is never replaced.
+  assert cli(["export", f"--run={run}", f"--out={out}"], capsys)[0] == 0
+  assert not glob.glob(str(tmp_path / "exported.*"))
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "notes.txt").write_text("keep")
+  status, _, err = cli(["export", f"--run={run}", f"--out={tmp_path / 'mine'}"], capsys)
+  assert status == 2 and "not an earlier export" in err
+  assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: str(p / "nowhere"), "is not a folder"),
+    (lambda p: str(p), "hparams.json is missing"),
+])
+def test_export_bad_run_is_one_line_and_writes_nothing(make, match, tmp_path, capsys):
+  out = tmp_path / "out"
+  status, _, err = cli(["export", f"--run={make(tmp_path)}", f"--out={out}"], capsys)
+  assert status == 2 and match in err and err.count("\n") == 1
+  assert not out.exists()
+
+
+def test_export_of_an_unfinished_run_says_so(tmp_path, capsys):
+  run = tmp_path / "prune_x"
+  run.mkdir()
+  (run / "hparams.json").write_text(json.dumps({"hparams": {}}))
+  status, _, err = cli(["export", f"--run={run}", f"--out={tmp_path / 'out'}"], capsys)
+  assert status == 2 and "not finished" in err
+  status, _, err = cli(["export", f"--out={tmp_path / 'out'}"], capsys)
+  assert status == 2 and "--run" in err

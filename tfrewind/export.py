@@ -1,0 +1,86 @@
+"""`tfrewind export --run=RUN --out=OUT`: the slim network of a finished run, for deployment.
+
+  OUT/saved_model/   tf_keras SavedModel of tfrewind.slim(model) (pruned channels removed,
+                     no tfrewind layers: loads with plain TensorFlow)
+  OUT/model.tflite   the same network converted by TFLiteConverter (float32)
+  OUT/export.json    where it came from and what it is worth: parameters and MACs of the
+                     masked and slim networks, the run's test accuracy
+
+OUT is written into a temporary folder and renamed into place, so it is whole or absent.
+"""
+
+import os
+import shutil
+import tempfile
+from typing import Any, Dict
+
+import tensorflow as tf
+
+from tfrewind import hparams as hp_lib
+from tfrewind import macs
+from tfrewind.pruning import slim as slim_lib
+from tfrewind import store
+from tfrewind.pruning import sparsity
+
+
+class ExportError(ValueError):
+  """A run that cannot be exported; the message says why and what to do."""
+
+
+def load_run(run_dir: str):
+  """The compiled prunable model of a finished run, restored from its final checkpoint."""
+  from tfrewind import experiment  # pylint: disable=g-import-not-at-top
+  paths = store.RunPaths(os.path.normpath(run_dir))
+  if not os.path.isdir(paths.dir):
+    raise ExportError(f"--run={run_dir} is not a folder: pass one run folder, e.g. "
+                      f"runs/prune_resnet20_cifar10_lr_rewind_...")
+  meta = store.read_json(paths.hparams)
+  if not meta or "hparams" not in meta:
+    raise ExportError(f"{paths.hparams} is missing or unreadable: --run must be a run folder "
+                      f"written by tfrewind run")
+  if not paths.finished():
+    raise ExportError(f"{paths.dir} is not finished (no result.json): finish it with "
+                      f"tfrewind run, then export")
+  hp = hp_lib.HParams.from_json(meta["hparams"])
+  num_classes = 100 if hp.dataset == "cifar100" else 10
+  model = experiment.Runner(experiment.Env(root=os.path.dirname(paths.dir) or ".",
+                                           verbose=0)).build(hp, num_classes)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  try:
+    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched()
+  except (tf.errors.OpError, ValueError, AssertionError) as e:
+    raise ExportError(f"cannot read {paths.final_ckpt} ({type(e).__name__}): delete "
+                      f"{paths.result} and rerun tfrewind run to redo this run") from None
+  return model, hp, store.read_json(paths.result)
+
+
+def export(run_dir: str, out: str) -> Dict[str, Any]:
+  """Writes OUT (see the module docstring) and returns what export.json holds."""
+  out = os.path.normpath(out)
+  if os.path.exists(out) and (not os.path.isdir(out) or (
+      os.listdir(out) and not os.path.exists(os.path.join(out, "export.json")))):
+    raise ExportError(f"--out={out} exists and is not an earlier export: choose a new folder")
+  model, hp, result = load_run(run_dir)
+  small = slim_lib.slim(model)
+  stripped = sparsity.strip(model)
+  info = {"run": os.path.abspath(run_dir), "model": hp.model, "method": hp.method,
+          "structure": hp.structure, "density": result.get("density"),
+          "test_accuracy": result.get("test_accuracy"),
+          "parameters": int(stripped.count_params()), "slim_parameters": int(small.count_params()),
+          "macs": macs.flops(model)["pruned_macs"], "dense_macs": macs.flops(model)["dense_macs"],
+          "slim_dense_macs": macs.flops(small)["dense_macs"]}
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
+  try:
+    saved = os.path.join(tmp, "saved_model")
+    small.save(saved, save_format="tf", include_optimizer=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    with open(os.path.join(tmp, "model.tflite"), "wb") as f:
+      f.write(converter.convert())
+    store.write_json(os.path.join(tmp, "export.json"), info)
+    store.replace_dir(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return info
