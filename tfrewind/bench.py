@@ -29,23 +29,30 @@ from tfrewind.pruning import schedules, sparsity
 
 
 class StepTimer(keras.callbacks.Callback):
-  """Wall time of the steps after `warmup`, measured between batch hooks."""
+  """The wall time of every step after `warmup`: from one batch start to the next.
+
+  A step's time so includes every callback's hooks (the RewindCallback's too).
+  The median step, not the mean, is what the bench reports: a machine hiccup
+  lengthens a few steps, not the median.
+  """
 
   def __init__(self, warmup: int):
     super().__init__()
     self.warmup = warmup
-    self.seconds = None
+    self.steps: List[float] = []
+    self._last = None
 
   def on_train_batch_begin(self, batch, logs=None):
-    if batch == self.warmup:
-      self._t0 = time.perf_counter()
+    now = time.perf_counter()
+    if self._last is not None:
+      self.steps.append(now - self._last)
+    self._last = now if batch >= self.warmup else None
 
   def on_train_batch_end(self, batch, logs=None):
     if batch >= self.warmup:
       # Keras returns before the step finishes on an accelerator: wait for its result.
       if logs and "loss" in logs:
         float(logs["loss"])
-      self.seconds = time.perf_counter() - self._t0
 
 
 def _compiled(name, pruned):
@@ -74,10 +81,11 @@ def _naive_tfmot(name, batch):
 
 
 def _time_fit(model, callbacks, ds, warmup, steps, batch):
+  """Images/s of the median step of one fit() of `warmup + steps` steps."""
   timer = StepTimer(warmup)
   model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0,
             callbacks=[*callbacks, timer])
-  return steps * batch / timer.seconds
+  return batch / statistics.median(timer.steps)
 
 
 def _time_pipeline(ds, batches, batch):
@@ -140,6 +148,71 @@ def checkpoint_seconds(name="resnet20", repeats=3):
   return statistics.median(saves), statistics.median(restores)
 
 
+def inference_speedups(names=("resnet20", "resnet56"), densities=(0.5, 0.25), batch=128,
+                       repeats=4, seconds=0.5):
+  """Inference images/s of channel-pruned networks, masked against slim, interleaved.
+
+  Every conv keeps `density` of its output channels (layerwise channel pruning),
+  so that each layer's width is what the density says.
+  """
+  from tfrewind.pruning import slim as slim_lib  # pylint: disable=g-import-not-at-top
+  rows = []
+  x = tf.random.stateless_normal([batch, 32, 32, 3], seed=[0, 0])
+  for name in names:
+    keras.backend.clear_session()
+    masked = sparsity.prunable(registry.build_model(name, input_shape=(32, 32, 3)),
+                               structure="channel")
+    for density in densities:
+      sparsity.prune(masked, density, scope="layerwise", structure="channel")
+      small = slim_lib.slim(masked)
+      fns = {"masked": tf.function(lambda t, m=masked: m(t, training=False)),
+             "slim": tf.function(lambda t, m=small: m(t, training=False))}
+      for fn in fns.values():
+        fn(x).numpy()
+      t0 = time.perf_counter()
+      fns["masked"](x).numpy()
+      calls = max(2, int(seconds / (time.perf_counter() - t0)))
+      times = {k: [] for k in fns}
+      for repeat in range(repeats):
+        order = list(fns) if repeat % 2 == 0 else list(fns)[::-1]
+        for variant in order:
+          for _ in range(calls):
+            t0 = time.perf_counter()
+            fns[variant](x).numpy()
+            times[variant].append(time.perf_counter() - t0)
+      per = {k: batch / statistics.median(v) for k, v in times.items()}
+      theory = (flops_lib.flops(masked)["dense_macs"] / flops_lib.flops(small)["dense_macs"])
+      rows.append((name, density, per["masked"], per["slim"], per["slim"] / per["masked"], theory,
+                   small.count_params(), sparsity.strip(masked).count_params()))
+  return rows
+
+
+def quickstart_cycle(method="lr_rewind"):
+  """Seconds of one whole one-shot cycle of the quickstart (dense, prune, retrain), or None.
+
+  Runs `tfrewind run --flagfile=flags/quickstart.flags --methods=METHOD` in a fresh
+  process and root, as a user would; returns (wall seconds, seconds inside the runs
+  from their result.json files, steps). None outside a checkout (no flags/ folder).
+  """
+  import glob  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  flagfile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags",
+                          "quickstart.flags")
+  if not os.path.exists(flagfile):
+    return None
+  with tempfile.TemporaryDirectory() as root:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tfrewind", "run", f"--flagfile={flagfile}",
+                    f"--methods={method}", f"--root={root}", "--verbose=0"], check=True,
+                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    wall = time.perf_counter() - t0
+    results = [json.load(open(p)) for p in glob.glob(os.path.join(root, "*", "result.json"))]
+  # optimizer.iterations keeps counting through retraining: the branch's count is the total.
+  return wall, sum(r["wall_time_s"] for r in results), max(r["steps"] for r in results)
+
+
 def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=128,
          dataset="synthetic", warmup=2) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -196,6 +269,18 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=1
       print(f"resnet20   forward {macs / 1e6:.1f}M MACs/image; matmul {gflops:.1f} GFLOP/s "
             f"-> at most {statistics.median(bound):.0f} images/s; dense training reaches "
             f"{_summary([100 * x for x in share], 0)} % of that bound (min median max)")
+  print(f"inference, channel density per conv (layerwise), batch {batch}, masked vs slim "
+        "interleaved; images/s from the median call")
+  print(f"{'network':<10} {'density':>7} {'masked':>9} {'slim':>9} {'speedup':>8} {'MACs':>6} "
+        f"{'parameters':>21}")
+  for name, d, m, s, speedup, theory, p_slim, p_all in inference_speedups(batch=full_batch):
+    print(f"{name:<10} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x {theory:>5.2f}x "
+          f"{p_all:>10,} -> {p_slim:>8,}")
+  cycle = quickstart_cycle()
+  if cycle:
+    wall, inside, steps = cycle
+    print(f"quickstart one-shot cycle (dense, prune 0.2, lr_rewind; {steps} steps): "
+          f"{wall:.1f} s wall in a fresh process, {inside:.1f} s inside the runs")
   seconds, count = threshold_seconds()
   print(f"global threshold of wrn16_8 ({count:,} kernel weights): {seconds:.3f} s")
   save, restore = checkpoint_seconds()
