@@ -4,14 +4,25 @@ import pytest
 
 from tfrewind import bench
 
+from clitools import PROCESSES, SMALL
+
 
 def test_bench_prints_every_row_and_ratio(capsys):
-  assert bench.main(models=["resnet8"], repeats=1, steps=2, batch=8) == 0
+  assert bench.main(models=["resnet8"], repeats=1, steps=2, batch=8, inference=["resnet8"],
+                    quickstart=False) == 0
   out = capsys.readouterr().out
+  assert "resnet8       0.50" in out and "resnet8       0.25" in out  # masked vs slim
   for row in ("dense tf_keras", "tfrewind pruned 0.2", "input pipeline", "ratio pruned/dense",
               "ratio pipeline/train", "global threshold of wrn16_8", "checkpoint of resnet20",
               "median pruned/dense: resnet8"):
     assert row in out, row
+
+
+@PROCESSES
+def test_quickstart_cycle_runs_the_flag_file_in_a_fresh_process():
+  wall, inside, steps = bench.quickstart_cycle(extra=SMALL)
+  assert steps == 80  # 40 dense + 40 retraining (lr_rewind retrains a whole cycle)
+  assert 0 < inside < wall
 
 
 def test_global_threshold_and_matmul_rate_are_measured():

@@ -187,7 +187,7 @@ def inference_speedups(names=("resnet20", "resnet56"), densities=(0.5, 0.25), ba
   return rows
 
 
-def quickstart_cycle(method="lr_rewind"):
+def quickstart_cycle(method="lr_rewind", extra=()):
   """Seconds of one whole one-shot cycle of the quickstart (dense, prune, retrain), or None.
 
   Runs `tfrewind run --flagfile=flags/quickstart.flags --methods=METHOD` in a fresh
@@ -205,7 +205,7 @@ def quickstart_cycle(method="lr_rewind"):
   with tempfile.TemporaryDirectory() as root:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tfrewind", "run", f"--flagfile={flagfile}",
-                    f"--methods={method}", f"--root={root}", "--verbose=0"], check=True,
+                    f"--methods={method}", f"--root={root}", "--verbose=0", *extra], check=True,
                    capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     wall = time.perf_counter() - t0
     results = [json.load(open(p)) for p in glob.glob(os.path.join(root, "*", "result.json"))]
@@ -213,8 +213,9 @@ def quickstart_cycle(method="lr_rewind"):
   return wall, sum(r["wall_time_s"] for r in results), max(r["steps"] for r in results)
 
 
-def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=128,
-         dataset="synthetic", warmup=2) -> int:
+def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=6, batch=128,
+         dataset="synthetic", warmup=2, inference=("resnet20", "resnet56"),
+         quickstart=True) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   on_gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -227,17 +228,17 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=1
   gflops = matmul_gflops()
   for name in models:
     keras.backend.clear_session()
-    # WRN-16-8 takes ~6 s per batch-128 step on 2 CPU cores: a smaller batch keeps the
+    # WRN-16-8 takes ~4 s per batch-128 step on 2 CPU cores: a smaller batch keeps the
     # whole bench within 5 minutes there (the ratio, not the batch, is what is measured).
-    batch = full_batch if on_gpu or name != "wrn16_8" else min(full_batch, 32)
+    batch = full_batch if on_gpu or name != "wrn16_8" else min(full_batch, 16)
     bundle = data_lib.make(dataset, batch, arrays=arrays)
     dense, dense_cb = _compiled(name, pruned=False)
     pruned, pruned_cb = _compiled(name, pruned=True)
     macs = flops_lib.flops(dense)["dense_macs"]
-    # About 2 s of timing per variant and repeat (shorter timings are noise), from the
-    # FLOP bound: a CPU reaches roughly 70% of it, a GPU is capped at 20x the minimum.
-    predicted = 0.7 * gflops * 1e9 / (3 * 2 * macs)
-    n = int(min(max(steps, 2.0 * predicted / batch), 20 * steps))
+    # About 1.5 s of timing per variant and repeat, from the FLOP bound: a CPU reaches
+    # roughly 60% of it, a GPU is capped at 20x the minimum.
+    predicted = 0.6 * gflops * 1e9 / (3 * 2 * macs)
+    n = int(min(max(steps, 1.5 * predicted / batch), 20 * steps))
     results = {"dense tf_keras": [], "tfrewind pruned 0.2": [], "input pipeline": []}
     bound = []
     for repeat in range(repeats):
@@ -260,7 +261,7 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=1
     print(f"{name:<10} {'ratio pipeline/train':<22} {_summary(pipe, 1)}")
     if name == "resnet20":
       naive = _naive_tfmot(name, batch)
-      times = [_time_fit(*naive, bundle.train, warmup, n, batch) for _ in range(repeats)]
+      times = [_time_fit(*naive, bundle.train, warmup, n, batch) for _ in range(2)]
       print(f"{name:<10} {'TF-MOT as documented':<22} {_summary(times)}  (ratio to dense "
             f"{statistics.median(times) / statistics.median(results['dense tf_keras']):.3f})")
     if name == "resnet20":
@@ -269,14 +270,15 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=8, batch=1
       print(f"resnet20   forward {macs / 1e6:.1f}M MACs/image; matmul {gflops:.1f} GFLOP/s "
             f"-> at most {statistics.median(bound):.0f} images/s; dense training reaches "
             f"{_summary([100 * x for x in share], 0)} % of that bound (min median max)")
-  print(f"inference, channel density per conv (layerwise), batch {batch}, masked vs slim "
+  print(f"inference, channel density per conv (layerwise), batch {full_batch}, masked vs slim "
         "interleaved; images/s from the median call")
   print(f"{'network':<10} {'density':>7} {'masked':>9} {'slim':>9} {'speedup':>8} {'MACs':>6} "
         f"{'parameters':>21}")
-  for name, d, m, s, speedup, theory, p_slim, p_all in inference_speedups(batch=full_batch):
+  for name, d, m, s, speedup, theory, p_slim, p_all in inference_speedups(inference,
+                                                                          batch=full_batch):
     print(f"{name:<10} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x {theory:>5.2f}x "
           f"{p_all:>10,} -> {p_slim:>8,}")
-  cycle = quickstart_cycle()
+  cycle = quickstart_cycle() if quickstart else None
   if cycle:
     wall, inside, steps = cycle
     print(f"quickstart one-shot cycle (dense, prune 0.2, lr_rewind; {steps} steps): "

@@ -66,11 +66,15 @@ flags.DEFINE_string("out", "report", "report/export: output folder")
 flags.DEFINE_boolean("reference_only", False, "report: draw only the published curves")
 flags.DEFINE_string("run", None, "export: a finished run folder")
 flags.DEFINE_list("bench_models", ["resnet20", "resnet56", "wrn16_8"], "bench: networks")
+flags.DEFINE_list("bench_inference", ["resnet20", "resnet56"], "bench: networks timed in "
+                  "inference, channel-pruned, masked against slim")
+flags.DEFINE_boolean("bench_quickstart", True, "bench: also time one quickstart cycle "
+                     "(needs a checkout's flags/)")
 flags.DEFINE_integer("bench_repeats", 4, "bench: interleaved repeats (even: ABBA order)")
-flags.DEFINE_integer("bench_steps", 8, "bench: timed steps per repeat, at least (small "
+flags.DEFINE_integer("bench_steps", 6, "bench: timed steps per repeat, at least (small "
                      "networks get ~2 s worth)")
 flags.DEFINE_integer("bench_batch", 128, "bench: batch size (the papers' 128; WRN-16-8 on a "
-                     "CPU uses at most 32 to stay within minutes)")
+                     "CPU uses at most 16 to stay within minutes)")
 
 
 class UsageError(ValueError):
@@ -269,7 +273,8 @@ def cmd_bench() -> int:
   # Synthetic unless --dataset is given: the bench must run offline by default.
   dataset = FLAGS.dataset if FLAGS["dataset"].present else "synthetic"
   return bench.main(models=FLAGS.bench_models, repeats=FLAGS.bench_repeats,
-                    steps=FLAGS.bench_steps, batch=FLAGS.bench_batch, dataset=dataset)
+                    steps=FLAGS.bench_steps, batch=FLAGS.bench_batch, dataset=dataset,
+                    inference=FLAGS.bench_inference, quickstart=FLAGS.bench_quickstart)
 
 
 def cmd_export() -> int:
