@@ -115,6 +115,28 @@ def test_channel_pruning_silences_the_batchnorm_after_the_conv_through_training(
   assert (stem_out.numpy()[..., dead["stem_bn"]] == 0).all()
 
 
+@pytest.mark.parametrize("setting", ["mixed_float16", "mirrored"])
+def test_channel_norm_stays_silent_under_mixed_precision_and_mirrored_strategy(setting):
+  strategy = (tf.distribute.MirroredStrategy(tf.config.list_logical_devices("CPU")[:2])
+              if setting == "mirrored" else tf.distribute.get_strategy())
+  if setting == "mixed_float16":
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    with strategy.scope():
+      model = compile_sgd(tfrewind.prunable(tiny_resnet(), structure="channel"))
+    model.fit(dataset(), epochs=1, steps_per_epoch=2, verbose=0)
+    tfrewind.prune(model, 0.5, scope="layerwise", structure="channel")
+    model.fit(dataset(), epochs=1, steps_per_epoch=3, verbose=0)
+    for norm, wrapper in sparsity.channel_norms(model):
+      m = wrapper.pruning_vars[0][1].numpy()
+      dead = m.reshape(-1, m.shape[-1]).max(0) == 0
+      assert dead.sum() == m.shape[-1] // 2
+      assert (norm.gamma.numpy()[dead] == 0).all() and (norm.beta.numpy()[dead] == 0).all()
+      assert (norm.beta.numpy()[~dead] != 0).all()
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def test_dense_checkpoint_serves_unstructured_and_channel_models(tmp_path):
   dense = compile_sgd(tfrewind.prunable(tiny_resnet()))
   dense.fit(dataset(), epochs=1, steps_per_epoch=2, verbose=0)
