@@ -117,7 +117,10 @@ def test_channel_pruning_silences_the_batchnorm_after_the_conv_through_training(
 
 @pytest.mark.parametrize("setting", ["mixed_float16", "mirrored"])
 def test_channel_norm_stays_silent_under_mixed_precision_and_mirrored_strategy(setting):
-  strategy = (tf.distribute.MirroredStrategy(tf.config.list_logical_devices("CPU")[:2])
+  # ReductionToOneDevice: a second collective-based strategy in one process (test_rewind has
+  # one) reuses collective instance keys, and TF then compares gradient shapes across models.
+  strategy = (tf.distribute.MirroredStrategy(tf.config.list_logical_devices("CPU")[:2],
+                                             cross_device_ops=tf.distribute.ReductionToOneDevice())
               if setting == "mirrored" else tf.distribute.get_strategy())
   if setting == "mixed_float16":
     keras.mixed_precision.set_global_policy("mixed_float16")
