@@ -27,13 +27,13 @@ def _positions(layer) -> int:
 
 def flops(model) -> Dict[str, float]:
   """{"dense_macs", "pruned_macs", "speedup"} of one image's forward pass."""
-  from tfrewind.pruning import channels  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning import channels, sparsity  # pylint: disable=g-import-not-at-top
   plan = None
   if getattr(model, "_is_graph_network", False) and not any(
       isinstance(l, keras.Model) for l in model.layers):
     plan = channels.plan(model)
   dense = pruned = 0
-  for layer in _layers(model):
+  for layer in sparsity.flat_layers(model):
     if not channels.is_weighted(layer):
       continue
     positions = _positions(layer)
@@ -43,10 +43,3 @@ def flops(model) -> Dict[str, float]:
   return {"dense_macs": dense, "pruned_macs": pruned,
           "speedup": round(dense / pruned, 3) if pruned else float("inf")}
 
-
-def _layers(model):
-  for layer in model.layers:
-    if isinstance(layer, keras.Model):
-      yield from _layers(layer)
-    else:
-      yield layer

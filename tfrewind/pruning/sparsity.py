@@ -144,7 +144,7 @@ def _inbound_layers(layer):
 def _followers(model) -> Dict[str, str]:
   """{BatchNormalization layer name: name of the prunable layer it directly follows}."""
   found = {}
-  for layer in _flat_layers(model):
+  for layer in flat_layers(model):
     if isinstance(layer, keras.layers.BatchNormalization):
       inbound = _inbound_layers(layer)
       if len(inbound) == 1:
@@ -154,10 +154,11 @@ def _followers(model) -> Dict[str, str]:
   return found
 
 
-def _flat_layers(model):
+def flat_layers(model):
+  """Every layer of `model`, nested models opened, in order."""
   for layer in model.layers:
     if isinstance(layer, keras.Model):
-      yield from _flat_layers(layer)
+      yield from flat_layers(layer)
     else:
       yield layer
 
@@ -166,7 +167,7 @@ def channel_norms(model) -> List[Tuple[ChannelNorm, "Masked"]]:
   """(ChannelNorm, the Masked wrapper of its source) pairs of `model`."""
   by_name = {w.layer.name: w for w in wrappers(model)}
   pairs = []
-  for layer in _flat_layers(model):
+  for layer in flat_layers(model):
     if isinstance(layer, ChannelNorm):
       if layer.source not in by_name:
         raise ValueError(f"ChannelNorm {layer.name} follows {layer.source!r}, which is not a "
@@ -192,7 +193,7 @@ def check_channel_ready(model) -> None:
 
 
 def _find(model, name):
-  return next(l for l in _flat_layers(model) if l.name == name)
+  return next(l for l in flat_layers(model) if l.name == name)
 
 
 def is_prunable_layer(layer) -> bool:
@@ -409,7 +410,7 @@ def strip(model) -> keras.Model:
       return copies[-1][1]
     return layer
 
-  if not any(isinstance(l, ChannelNorm) for l in _flat_layers(stripped)):
+  if not any(isinstance(l, ChannelNorm) for l in flat_layers(stripped)):
     return stripped
   result = keras.models.clone_model(stripped, clone_function=plain)
   for old, new in copies:
