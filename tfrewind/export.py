@@ -63,11 +63,12 @@ def export(run_dir: str, out: str) -> Dict[str, Any]:
   model, hp, result = load_run(run_dir)
   small = slim_lib.slim(model)
   stripped = sparsity.strip(model)
+  counts = macs.flops(model)
   info = {"run": os.path.abspath(run_dir), "model": hp.model, "method": hp.method,
           "structure": hp.structure, "density": result.get("density"),
           "test_accuracy": result.get("test_accuracy"),
           "parameters": int(stripped.count_params()), "slim_parameters": int(small.count_params()),
-          "macs": macs.flops(model)["pruned_macs"], "dense_macs": macs.flops(model)["dense_macs"],
+          "macs": counts["pruned_macs"], "dense_macs": counts["dense_macs"],
           "slim_dense_macs": macs.flops(small)["dense_macs"]}
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)

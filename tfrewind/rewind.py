@@ -389,7 +389,7 @@ class RewindCallback(_StepCallback):
       raise ValueError("RewindCallback needs a prunable model: call tfrewind.prunable(model) "
                        "before compiling")
     if self.prune_kwargs["structure"] == "channel":
-      sparsity.check_channel_ready(model)
+      sparsity.require_channel_norms(model)
     step = int(model.optimizer.iterations.numpy())
     if self.start_step is None:
       self.start_step = step

@@ -161,8 +161,6 @@ def plan(model: keras.Model) -> Plan:
         continue
       zero[outs[0]] = _zero_channels(layer, [zero[k] for k in ins])
       if is_weighted(layer):
-        if len(ins) != 1:
-          pinned.update(ins)
         read.update(ins)
         weighted.append((_inner(layer).name, ins[0], outs[0]))
       else:

@@ -181,19 +181,15 @@ def _link_norms(model) -> None:
     object.__setattr__(norm, "_source_mask", wrapper.pruning_vars[0][1])
 
 
-def check_channel_ready(model) -> None:
-  """Raises ValueError unless every BatchNorm after a pruned layer is a linked ChannelNorm."""
-  followers = _followers(model)
-  plain = sorted(n for n in followers if not isinstance(_find(model, n), ChannelNorm))
+def require_channel_norms(model) -> None:
+  """Links each ChannelNorm to its conv's mask; ValueError if a plain BatchNorm follows a conv."""
+  layers = {l.name: l for l in flat_layers(model)}
+  plain = sorted(n for n in _followers(model) if not isinstance(layers[n], ChannelNorm))
   if plain:
     raise ValueError(f"channel pruning must silence the BatchNorm after each pruned conv "
                      f"({', '.join(plain[:3])}{', ...' if len(plain) > 3 else ''}): build the "
                      f"model with tfrewind.prunable(model, structure='channel')")
   _link_norms(model)
-
-
-def _find(model, name):
-  return next(l for l in flat_layers(model) if l.name == name)
 
 
 def is_prunable_layer(layer) -> bool:
@@ -230,7 +226,7 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
     raise ValueError(f"structure must be one of {masks_lib.STRUCTURES}, got {structure!r}")
   if wrappers(model):
     if structure == "channel":
-      check_channel_ready(model)
+      require_channel_norms(model)
     return model
   if not (isinstance(model, keras.Sequential) or model._is_graph_network):  # pylint: disable=protected-access
     raise ValueError(f"prunable needs a Sequential or functional model; {model.name!r} is a "
@@ -335,7 +331,7 @@ def prune(model, density: float, scope: str = "global", structure: str = "unstru
   old = [m.numpy() for _, m, _ in pvars]
   fixed = None
   if structure == "channel":
-    check_channel_ready(model)
+    require_channel_norms(model)
     # A layer that emits the model's output (the classifier) has classes, not channels.
     outputs = _output_layers(model)
     fixed = [w.layer.name in outputs for w in wrappers(model) for _ in w.pruning_vars]
