@@ -3,11 +3,14 @@
   tfrewind bench                                   # CPU: short runs of resnet20, resnet56, wrn16_8
   tfrewind bench --bench_batch=128 --bench_steps=50  # a GPU
 
-Each repeat times, in turn, dense tf_keras training, tfrewind training at density 0.2
-(masks from a global prune, RewindCallback active) and the input pipeline alone, so that
-machine noise hits all three alike; steps are timed inside fit() by a callback (fit's own
-start-up and shut-down are excluded). It also times the global threshold of WRN-16-8,
-checkpoint save/restore, and relates dense ResNet-20 to the machine's measured matmul rate.
+Each repeat times, in turn (ABBA), dense tf_keras training, tfrewind training at density
+0.2 (masks from a global prune, RewindCallback active) and the input pipeline alone, so that
+machine noise hits all three alike. Steps are timed inside fit() by a callback, from one
+batch start to the next (fit's own start-up and shut-down are excluded); a repeat's
+throughput is batch / its median step, and the table shows min/median/max over repeats.
+It also times inference of channel-pruned ResNets masked against `tfrewind.slim`, one whole
+quickstart cycle, the global threshold of WRN-16-8, checkpoint save/restore, and relates
+dense ResNet-20 to the machine's measured matmul rate.
 """
 
 import os

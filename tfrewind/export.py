@@ -47,7 +47,7 @@ def load_run(run_dir: str):
                                            verbose=0)).build(hp, num_classes)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   try:
-    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched()
+    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched().expect_partial()
   except (tf.errors.OpError, ValueError, AssertionError) as e:
     raise ExportError(f"cannot read {paths.final_ckpt} ({type(e).__name__}): delete "
                       f"{paths.result} and rerun tfrewind run to redo this run") from None
@@ -75,6 +75,7 @@ def export(run_dir: str, out: str) -> Dict[str, Any]:
   tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
   try:
     saved = os.path.join(tmp, "saved_model")
+    small.compile()  # no loss or optimizer: only so that Keras does not warn it is uncompiled
     small.save(saved, save_format="tf", include_optimizer=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     with open(os.path.join(tmp, "model.tflite"), "wb") as f:
