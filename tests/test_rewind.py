@@ -18,7 +18,8 @@ LR = tfrewind.StepDecay(0.1, [10, 15], 0.1)
 
 def _run(method, schedule, probe_steps=(), with_before=False, **kwargs):
   """Trains with RewindCallback; Probes after it (and, with_before, one before it too)."""
-  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
+  model = compile_sgd(tfrewind.prunable(tiny_resnet(),
+                                        structure=kwargs.get("structure", "unstructured")))
   cb = tfrewind.RewindCallback(method=method, schedule=schedule, cycle_steps=N, lr=LR,
                                rewind_step=K, verbose=0, **kwargs)
   probe, before = Probe(probe_steps), Probe(probe_steps)
@@ -74,6 +75,32 @@ def test_weight_rewinding_restores_step_k_bitwise_under_masks_from_trained_weigh
       m = masks[f"{layer}/kernel:0"]
       assert slot[m > 0].tobytes() == at_k["slots"][name][m > 0].tobytes()
       assert (slot[m == 0] == 0).all()
+
+
+def test_channel_weight_rewinding_restores_batchnorm_of_kept_channels_and_silences_the_rest():
+  schedule = tfrewind.Iterative(rate=0.5, rounds=2)
+  r2 = N + tfrewind.retrain_plan("weight_rewind", N, K).steps
+  model, _, probe = _run("weight_rewind", schedule, probe_steps=(K, r2), structure="channel",
+                         scope="layerwise")
+  at_k, after = probe.at[K]["weights"], probe.at[r2]["weights"]
+  for norm, wrapper in sparsity.channel_norms(model):
+    m = probe.at[r2]["masks"][f"{wrapper.layer.name}/kernel:0"]
+    alive = m.reshape(-1, m.shape[-1]).max(0) > 0
+    assert alive.sum() == m.shape[-1] // 4  # two rounds of 0.5, per layer
+    for v in (norm.gamma, norm.beta):
+      now, then = after[v.name], at_k[v.name]
+      assert now[alive].tobytes() == then[alive].tobytes(), v.name
+      assert now[~alive].tobytes() == np.zeros((~alive).sum(), np.float32).tobytes(), v.name
+    for v in (norm.moving_mean, norm.moving_variance):
+      assert after[v.name].tobytes() == at_k[v.name].tobytes()
+
+
+def test_channel_structure_needs_a_channel_prunable_model():
+  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
+  cb = tfrewind.RewindCallback(method="lr_rewind", schedule=tfrewind.OneShot(0.5), cycle_steps=N,
+                               lr=LR, structure="channel", verbose=0)
+  with pytest.raises(ValueError, match="structure='channel'"):
+    model.fit(dataset(), epochs=1, steps_per_epoch=2, verbose=0, callbacks=[cb])
 
 
 def test_masks_come_from_trained_weights_and_only_shrink():
