@@ -163,6 +163,7 @@ def inference_speedups(names=("resnet20", "resnet56"), densities=(0.5, 0.25), ba
   x = tf.random.stateless_normal([batch, 32, 32, 3], seed=[0, 0])
   for name in names:
     keras.backend.clear_session()
+    keras.utils.set_random_seed(0)  # the same network, so the same channels, in every run
     masked = sparsity.prunable(registry.build_model(name, input_shape=(32, 32, 3)),
                                structure="channel")
     for density in densities:
