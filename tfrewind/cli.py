@@ -74,7 +74,7 @@ flags.DEFINE_integer("bench_repeats", 4, "bench: interleaved repeats (even: ABBA
 flags.DEFINE_integer("bench_steps", 6, "bench: timed steps per repeat, at least (small "
                      "networks get ~2 s worth)")
 flags.DEFINE_integer("bench_batch", 128, "bench: batch size (the papers' 128; WRN-16-8 on a "
-                     "CPU uses at most 16 to stay within minutes)")
+                     "CPU uses at most 32 to stay within minutes)")
 
 
 class UsageError(ValueError):
