@@ -14,7 +14,7 @@ def test_bench_prints_every_row_and_ratio(capsys):
   assert "resnet8       0.50" in out and "resnet8       0.25" in out  # masked vs slim
   for row in ("dense tf_keras", "tfrewind pruned 0.2", "input pipeline", "ratio pruned/dense",
               "ratio pipeline/train", "global threshold of wrn16_8", "checkpoint of resnet20",
-              "median pruned/dense: resnet8"):
+              "pruned/dense, median step of all repeats: resnet8"):
     assert row in out, row
 
 
