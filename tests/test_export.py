@@ -11,16 +11,21 @@ import tensorflow as tf
 import tf_keras as keras
 from tfrewind import export as export_lib
 
-from clitools import QUICK, SMALL, cli, results
+from clitools import QUICK, SMALL, cli, ledger, results
 
 
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
   root = str(tmp_path / "runs")
-  status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL,
-                        "--structure=channel", "--densities=0.5", "--methods=lr_rewind"], capsys)
+  base = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--densities=0.5"]
+  assert cli(base + ["--methods=finetune"], capsys)[0] == 0  # unstructured, trains the dense run
+  dense = {n: lines for n, lines in ledger(root).items() if n.startswith("dense_")}
+  status, _, err = cli(base + ["--structure=channel", "--methods=lr_rewind"], capsys)
   assert status == 0, err
-  (name, result), = [(n, r) for n, r in results(root).items() if r["kind"] == "prune"]
+  # One dense network (its checkpoint) serves the unstructured and the channel branch.
+  assert {n: lines for n, lines in ledger(root).items() if n.startswith("dense_")} == dense
+  (name, result), = [(n, r) for n, r in results(root).items()
+                     if r["kind"] == "prune" and "lr_rewind" in n]
   assert result["slim_parameters"] < result["parameters"]
   assert result["flops_speedup"] > 1
   run = os.path.join(root, name)
