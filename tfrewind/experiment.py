@@ -336,12 +336,13 @@ class Runner:
               "steps": int(model.optimizer.iterations.numpy()),
               "wall_time_s": round(time.time() - t0, 3), "kind": kind}
     macs = flops_lib.flops(model)
+    stripped = sparsity.strip(model)
     result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
                   flops_speedup=macs["speedup"],
                   compression=1.0 / result["density"] if result["density"] else None,
-                  **stripped_size(model))
+                  **saved_size(stripped))
     if hp.structure == "channel":
-      result["parameters"] = int(sparsity.strip(model).count_params())
+      result["parameters"] = int(stripped.count_params())
       result["slim_parameters"] = int(slim_lib.slim(model).count_params())
     if bundle.validation is not None:
       result["val_accuracy"] = float(model.evaluate(bundle.validation, verbose=0,
@@ -356,13 +357,12 @@ class Runner:
     shutil.rmtree(paths.backup, ignore_errors=True)
 
 
-def stripped_size(model) -> Dict[str, int]:
-  """Bytes of the model with its pruning wrappers stripped (tfrewind.strip), raw and gzipped.
+def saved_size(stripped) -> Dict[str, int]:
+  """Bytes of a stripped model's saved weights (stripped_bytes), raw and gzipped.
 
   Pruned weights are zeros, so gzip shows what the sparsity is worth on disk.
   """
   import gzip  # pylint: disable=g-import-not-at-top
-  stripped = sparsity.strip(model)
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "weights.h5")
     stripped.save_weights(path)
