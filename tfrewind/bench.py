@@ -26,6 +26,7 @@ import tf_keras as keras
 from tfrewind import data as data_lib
 from tfrewind import macs as flops_lib
 from tfrewind import rewind
+from tfrewind import store
 from tfrewind.models import registry
 from tfrewind.pruning import masks as masks_lib
 from tfrewind.pruning import schedules, sparsity
@@ -204,7 +205,6 @@ def quickstart_cycle(method="lr_rewind", extra=()):
   from their result.json files, steps). None outside a checkout (no flags/ folder).
   """
   import glob  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   flagfile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags",
@@ -217,7 +217,7 @@ def quickstart_cycle(method="lr_rewind", extra=()):
                     f"--methods={method}", f"--root={root}", "--verbose=0", *extra], check=True,
                    capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     wall = time.perf_counter() - t0
-    results = [json.load(open(p)) for p in glob.glob(os.path.join(root, "*", "result.json"))]
+    results = [store.read_json(p) for p in glob.glob(os.path.join(root, "*", "result.json"))]
   # optimizer.iterations keeps counting through retraining: the branch's count is the total.
   return wall, sum(r["wall_time_s"] for r in results), max(r["steps"] for r in results)
 

@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from tfrewind import hparams as hp_lib
 from tfrewind import macs
-from tfrewind.pruning import slim as slim_lib
 from tfrewind import store
+from tfrewind.pruning import slim as slim_lib
 from tfrewind.pruning import sparsity
 
 

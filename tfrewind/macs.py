@@ -3,8 +3,9 @@
 A conv or dense layer costs (kept kernel weights) x (output positions): a
 pruned weight costs nothing, and neither does a weight reading or writing a
 channel that `tfrewind.slim` would remove (a pruned channel also removes its
-share of the next layer; see tfrewind/pruning/channels.py). Other layers (BatchNorm, ReLU, pooling, adds) are
-not counted, as is usual in the pruning literature (Blalock et al. 2020).
+share of the next layer; see tfrewind/pruning/channels.py). Other layers
+(BatchNorm, ReLU, pooling, adds) are not counted, as is usual in the pruning
+literature (Blalock et al. 2020).
 
 Example:
   >>> tfrewind.flops(model)
