@@ -40,7 +40,9 @@ def test_deterministic_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, c
   killed = str(tmp_path / "killed")
   proc = spawn(["run", *args, f"--root={killed}"], cwd=tmp_path)
   deadline = time.monotonic() + 240
-  while not glob.glob(os.path.join(killed, "dense_*", "backup", "ckpt-*.index")):
+  # The manager's state file, not the .index: it is written (atomically) after the
+  # checkpoint's files, and it is what a resumed run reads to find them.
+  while not glob.glob(os.path.join(killed, "dense_*", "backup", "checkpoint")):
     assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
