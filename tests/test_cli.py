@@ -1,8 +1,10 @@
 """The runner end to end: quickstart, reuse, resume after a kill, concurrency, bad flags."""
 
 import glob
+import itertools
 import json
 import os
+import shlex
 import signal
 import time
 
@@ -212,6 +214,42 @@ def test_two_processes_on_one_root_train_the_dense_network_once(tmp_path):
   dense = [l for name, ls in lines.items() if name.startswith("dense") for l in ls]
   assert [l["phase"] for l in dense] == ["dense", "finished"] and dense[0]["steps"] == 40
   assert len(results(str(root))) == 3
+
+
+@PROCESSES
+def test_sweep_print_lines_finish_in_every_order_two_at_a_time_training_dense_once(
+    tmp_path, capsys):
+  status, out, _ = cli(["sweep", f"--flagfile={QUICK}", "--root=ROOT", *SMALL, "--print"],
+                       capsys)
+  lines = [shlex.split(l)[1:] for l in out.splitlines()]
+  assert status == 0 and len(lines) == 3
+  assert all(l[0] == "run" and "--snapshot_steps=10" in l for l in lines)
+  for i, order in enumerate(itertools.permutations(range(3))):
+    root = str(tmp_path / f"order{i}")
+    jobs = [[a.replace("ROOT", root) for a in lines[j]] for j in order]
+    first, second = (spawn(j, cwd=tmp_path) for j in jobs[:2])  # concurrent
+    outs = [p.communicate(timeout=400)[0] for p in (first, second)]
+    third = spawn(jobs[2], cwd=tmp_path)
+    outs.append(third.communicate(timeout=400)[0])
+    assert [p.returncode for p in (first, second, third)] == [0, 0, 0], (order, outs)
+    assert len(results(root)) == 4, order
+    dense = [l for n, ls in ledger(root).items() if n.startswith("dense") for l in ls]
+    assert [l["phase"] for l in dense] == ["dense", "finished"], order  # once, no replay
+  # Lines written without --snapshot_steps (an older jobs.txt): the weight-rewinding line
+  # after a fine-tuning line replays the dense trunk to K, and says so.
+  root = str(tmp_path / "bare")
+  bare = [[a.replace("ROOT", root) for a in l if not a.startswith("--snapshot_steps")]
+          for l in lines]
+  finetune, rewinding = (next(l for l in bare if f"--method={m}" in l)
+                         for m in ("finetune", "weight_rewind"))
+  for job in (finetune, rewinding):
+    proc = spawn(job, cwd=tmp_path)
+    log = proc.communicate(timeout=400)[0]
+    assert proc.returncode == 0, log
+  assert "has no snapshot of step 10: retraining its trunk from initialisation" in log
+  dense = [l for n, ls in ledger(root).items() if n.startswith("dense") for l in ls]
+  assert [l["phase"] for l in dense] == ["dense", "finished", "replay"]
+  assert len(results(root)) == 3
 
 
 def _free_ports(n):

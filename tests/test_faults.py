@@ -87,23 +87,29 @@ def test_corrupt_result_and_checkpoint_are_detected_and_redone(tmp_path, capsys,
   # Redone from the last good state (its final checkpoint): evaluated again, not retrained.
   assert [l["phase"] for l in after[name]] == [l["phase"] for l in before[name]] + ["finished"]
   assert json.load(open(os.path.join(prune_dir, "result.json")))["steps"] == 70
-  # A truncated snapshot of a finished dense run: detected, the dense run is retrained.
+  # A truncated snapshot of a finished dense run: detected when a new branch needs it, set
+  # aside, and replayed from the dense run's initialisation (the dense run itself stays).
   snap = glob.glob(os.path.join(root, "dense_*", "snapshots", "*.npz"))[0]
   with open(snap, "r+b") as f:
     f.truncate(100)
-  assert cli(args, capsys)[0] == 0
-  assert any("is corrupt: retraining dense" in r.getMessage() for r in caplog.records)
-  assert np.load(snap).files
+  assert cli(args + ["--density=0.5"], capsys)[0] == 0
+  messages = [r.getMessage() for r in caplog.records]
+  assert any("is corrupt: setting it aside" in m for m in messages)
+  assert any("has no snapshot of step 10: retraining its trunk" in m for m in messages)
+  assert os.path.exists(snap + ".corrupt") and np.load(snap).files
+  dense_name = os.path.basename(os.path.dirname(os.path.dirname(snap)))
+  phases = [l["phase"] for l in ledger(root)[dense_name]]
+  assert phases.count("dense") == 1 and phases.count("finished") == 1
+  assert phases.count("replay") == 1
 
 
 def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
-  from tfrewind import experiment, hparams  # pylint: disable=g-import-not-at-top
+  from tfrewind import hparams, training  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / "runs")
   hp = hparams.HParams(dataset="synthetic", synthetic_size=400, model="resnet8", width=4,
                        batch_size=32, train_steps="30it", epoch_steps="10it",
                        lr_boundaries=("20it",), rewind_step="10it")
-  runner = experiment.Runner(experiment.Env(root=root, verbose=0))
-  model = runner.build(hp, 10)
+  model = training.build(hp)
   ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(root, "b"), max_to_keep=2)
   model.optimizer.iterations.assign(10)
@@ -115,7 +121,7 @@ def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
     f.seek(8)
     f.write(b"\xff" * 64)
   model.optimizer.iterations.assign(0)
-  assert runner._restore_backup(ckpt, manager)  # pylint: disable=protected-access
+  assert training.restore_backup(ckpt, manager)
   assert int(model.optimizer.iterations.numpy()) == 10
   assert any(newest in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
 
@@ -162,3 +168,40 @@ def test_full_disk_gives_one_clear_line_and_keeps_earlier_results(tmp_path, caps
   assert "Traceback" not in err
   monkeypatch.undo()
   assert results(root) == kept
+
+
+def test_a_diverged_run_reruns_from_its_last_finite_checkpoint_and_then_counts_as_finished(
+    tmp_path, monkeypatch):
+  from tfrewind import errors, experiment, hparams, lr, store, training  # pylint: disable=g-import-not-at-top
+  from tfrewind.report import aggregate  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "runs")
+  hp = hparams.HParams(dataset="synthetic", synthetic_size=400, model="resnet8", width=4,
+                       batch_size=32, train_steps="40it", epoch_steps="10it",
+                       lr_boundaries=("20it", "30it"), rewind_step="10it", density=0.5)
+  real_schedule = training.lr_schedule
+  # The cause, outside the run's identity: an LR that explodes from step 25 (third epoch).
+  monkeypatch.setattr(training, "lr_schedule",
+                      lambda h: lr.StepDecay(h.lr, [25], 1e12))
+  runner = experiment.Runner(experiment.Env(root=root, verbose=0))
+  with pytest.raises(errors.RunFailed, match="NaN or Inf"):
+    runner.run(hp)
+  paths = store.dense_paths(root, hp)
+  record = store.read_json(paths.failed)
+  assert record["step"] > 25 and record["resume_from"] in (10, 20)
+  # Every epoch checkpoint left is finite: the diverged epoch end was not saved.
+  for index in glob.glob(os.path.join(paths.backup, "*.index")):
+    reader = tf.train.load_checkpoint(index[:-len(".index")])
+    for name in reader.get_variable_to_shape_map():
+      value = reader.get_tensor(name)
+      if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        assert np.isfinite(value).all(), (index, name)
+  assert aggregate.collect(root)[2]["failed"] == [os.path.basename(paths.dir)]
+
+  monkeypatch.setattr(training, "lr_schedule", real_schedule)  # the cause fixed
+  runner.run(hp)
+  dense = [l for l in store.read_lines(paths.ledger) if l["phase"] == "dense"]
+  assert dense[0]["start"] == 0 and dense[1]["start"] == record["resume_from"]
+  assert dense[1]["end"] == 40 and not os.path.exists(paths.failed)
+  assert os.path.exists(paths.failed + ".resolved")
+  _, dense_runs, counts = aggregate.collect(root)
+  assert counts["failed"] == [] and counts["finished"] == 2 and len(dense_runs) == 1

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 import tfrewind
 from tfrewind import rewind as rewind_lib
+from tfrewind import snapshots
 from tfrewind.pruning import masks as masks_lib
 from tfrewind.pruning import sparsity
 
@@ -158,7 +159,7 @@ def test_start_from_trained_dense_model_and_saved_snapshot(tmp_path):
   dense = rewind_lib.SnapshotCallback(K, str(tmp_path / "k.npz"))
   model.fit(dataset(), epochs=N // SPE, steps_per_epoch=SPE, verbose=0, callbacks=[dense])
   assert int(model.optimizer.iterations.numpy()) == N and tfrewind.density(model) == 1.0
-  snap = rewind_lib.Snapshot.load(str(tmp_path / "k.npz"))
+  snap = snapshots.Snapshot.load(str(tmp_path / "k.npz"))
   assert snap.step == K
   cb = tfrewind.RewindCallback(method="weight_rewind", schedule=tfrewind.OneShot(0.4),
                                cycle_steps=N, lr=LR, rewind_step=K, dense_trained=True,
@@ -169,7 +170,7 @@ def test_start_from_trained_dense_model_and_saved_snapshot(tmp_path):
   assert int(model.optimizer.iterations.numpy()) == 2 * N - K
   masks = probe.at[N]["masks"]
   for name, m in masks.items():
-    idx = [v.name for v in rewind_lib._restorable_weights(model)].index(name)  # pylint: disable=protected-access
+    idx = [v.name for v in snapshots.restorable_weights(model)].index(name)  # pylint: disable=protected-access
     assert probe.at[N]["weights"][name][m > 0].tobytes() == snap.weights[idx][m > 0].tobytes()
   assert probe.lrs == [float(np.float32(LR.value(K + s))) for s in range(N - K)]
 
@@ -179,7 +180,7 @@ def test_snapshot_save_load_round_trip_is_exact(tmp_path):
   model.fit(dataset(), epochs=1, steps_per_epoch=3, verbose=0)
   snap = tfrewind.snapshot(model)
   snap.save(str(tmp_path / "s.npz"))
-  again = rewind_lib.Snapshot.load(str(tmp_path / "s.npz"))
+  again = snapshots.Snapshot.load(str(tmp_path / "s.npz"))
   assert again.step == 3 and len(again.weights) == len(snap.weights) and again.optimizer
   assert all(a.tobytes() == b.tobytes() for a, b in zip(snap.weights + snap.optimizer,
                                                         again.weights + again.optimizer))

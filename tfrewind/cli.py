@@ -24,6 +24,9 @@ from typing import List, Optional
 from absl import flags, logging
 
 from tfrewind import hparams as hp_lib
+from tfrewind import platform
+from tfrewind import sweep
+from tfrewind.errors import DataError, RunFailed, UsageError
 
 FLAGS = flags.FLAGS
 COMMANDS = ("run", "sweep", "models", "report", "bench", "export")
@@ -55,7 +58,10 @@ flags.DEFINE_list("retrains", None, "grid: retraining budgets, e.g. 10ep,40ep (R
 flags.DEFINE_float("step", None, "iterative: fraction of the remaining weights removed per "
                    "round (sets --rate to 1 - step)")
 flags.DEFINE_string("root", "runs", "folder of run folders")
-flags.DEFINE_enum("distribution", "auto", ["auto", "none", "mirrored", "multi_worker"],
+flags.DEFINE_list("snapshot_steps", [], "dense steps (iterations) to snapshot while training a "
+                  "dense run, besides those of this command's grid; sweep --print passes the "
+                  "whole grid's to every line, so no line has to replay the dense trunk")
+flags.DEFINE_enum("distribution", "auto", list(platform.DISTRIBUTIONS),
                   "auto: MirroredStrategy over all local GPUs when there are several")
 flags.DEFINE_boolean("jit_compile", False, "compile train steps with XLA")
 flags.DEFINE_integer("steps_per_execution", 1, "train steps per compiled call")
@@ -75,10 +81,6 @@ flags.DEFINE_integer("bench_steps", 6, "bench: timed steps per repeat, at least 
                      "networks get ~2 s worth)")
 flags.DEFINE_integer("bench_batch", 128, "bench: batch size (the papers' 128; WRN-16-8 on a "
                      "CPU uses at most 32 to stay within minutes)")
-
-
-class UsageError(ValueError):
-  """Bad command-line input: printed as one line, exit status 2."""
 
 
 # ---------------------------------------------------------------------------- grid
@@ -109,9 +111,12 @@ def _int(name):
   return convert
 
 
-def make_grid() -> List[hp_lib.HParams]:
-  """Every run that the flags ask for, validated (ValueError on the first bad one)."""
-  from tfrewind import experiment  # pylint: disable=g-import-not-at-top
+def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
+  """Every run that the flags ask for, validated (ValueError on the first bad one).
+
+  check_networks: also build each network to check every density (TensorFlow);
+  `sweep --print` leaves that to each printed line, which checks before training.
+  """
   base = base_hparams()
   methods = _pick("method", "methods", str)
   seeds = _pick("seed", "seeds", _int("seeds"))
@@ -120,77 +125,31 @@ def make_grid() -> List[hp_lib.HParams]:
     densities = [FLAGS.density]
   else:
     densities = hp_lib.expand_densities(FLAGS.densities)
-  runs = experiment.grid(base, methods, densities, seeds, retrains)
-  for hp in runs:
-    hp.validate()
-  _check_densities_keep_weights(runs)
+  runs = sweep.grid(base, methods, densities, seeds, retrains)
+  sweep.validate(runs)
+  if check_networks:
+    sweep.check_densities(runs)
   return runs
 
 
-def _check_densities_keep_weights(runs):
-  from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
-  from tfrewind.pruning import masks  # pylint: disable=g-import-not-at-top
-  import tf_keras as keras  # pylint: disable=g-import-not-at-top
-  smallest = {}
-  for hp in runs:
-    key = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
-    smallest[key] = min(smallest.get(key, 1.0), min(hp.densities))
-  for (model, overrides, dataset), density in smallest.items():
-    try:
-      net = registry.build_model(model, num_classes=100 if dataset == "cifar100" else 10,
-                                 input_shape=(32, 32, 3), **dict(overrides))
-    except ValueError as e:
-      raise UsageError(f"--model={model}: {e}") from None
-    total = registry.counts(net)["prunable"]
-    keras.backend.clear_session()
-    if masks.kept_count(density, total) < 1:
-      raise UsageError(f"density {density:.3g} keeps no weight of {model}'s {total} prunable "
-                       f"weights: use a larger density")
+def _snapshot_steps(runs) -> List[int]:
+  extra = [_int("snapshot_steps")(v) for v in FLAGS.snapshot_steps]
+  return sorted(set(sweep.snapshot_steps(runs)) | set(extra))
 
 
 # ---------------------------------------------------------------------------- commands
-def _strategy():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  choice = FLAGS.distribution
-  gpus = tf.config.list_physical_devices("GPU")
-  if choice == "auto":
-    choice = "mirrored" if len(gpus) > 1 else "none"
-  if choice == "none":
-    return None
-  if choice == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if "TF_CONFIG" in os.environ:
-    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-  elif "SLURM_JOB_ID" in os.environ:
-    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
-  else:
-    raise UsageError("--distribution=multi_worker needs TF_CONFIG or a Slurm allocation")
-  return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-
-
-def _worker_index(strategy):
-  """None for the chief (or a single process), else this worker's task index."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
-    return None
-  task_type, task_id = resolver.task_type, resolver.task_id
-  if task_type == "chief" or (task_type == "worker" and task_id == 0 and
-                              "chief" not in resolver.cluster_spec().as_dict()):
-    return None
-  return task_id if task_type == "worker" else 1000 + task_id
-
-
-def cmd_run(runs=None) -> int:
+def cmd_run() -> int:
   from tfrewind import experiment, store  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  strategy = _strategy()  # first: collective ops must be configured before any TF op runs
-  runs = runs or make_grid()
+  # First: collective ops must be configured before any TF op runs.
+  strategy = platform.strategy(FLAGS.distribution)
+  runs = make_grid()
   env = experiment.Env(root=FLAGS.root, strategy=strategy, jit_compile=FLAGS.jit_compile,
                        steps_per_execution=FLAGS.steps_per_execution,
                        deterministic=FLAGS.deterministic, verbose=FLAGS.verbose,
-                       snapshot_steps=experiment.snapshot_steps(runs))
-  env.worker = _worker_index(env.strategy)
+                       snapshot_steps=_snapshot_steps(runs),
+                       worker=platform.worker_index(strategy))
   runner = experiment.Runner(env)
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
     runner.arrays(hp)  # missing data fails here, before any training
@@ -198,11 +157,9 @@ def cmd_run(runs=None) -> int:
   rows = []
   for hp in runs:
     dense = runner.dense(hp)
-    rounds = 1 if hp.schedule == "one_shot" else hp.rounds
-    for r in range(1, rounds + 1):
-      paths = runner.branch(hp, r)
-      result = store.read_json(paths.result)
-      rows.append((hp.seed, hp.method, hp.densities[r - 1], result["test_accuracy"],
+    for r, paths in enumerate(runner.run(hp), start=1):
+      rows.append((hp.seed, hp.method, hp.densities[r - 1],
+                   store.read_json(paths.result)["test_accuracy"],
                    store.read_json(dense.result)["test_accuracy"]))
   _print_table(rows)
   print(f"\nfinished {len(runs)} runs in {time.time() - t0:.0f} s; run folders in {FLAGS.root}/")
@@ -219,14 +176,19 @@ def _print_table(rows):
 
 
 _GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "method", "density", "seed",
-               "retrain", "print")
+               "retrain", "print", "snapshot_steps")
 
 
 def cmd_sweep(raw_args) -> int:
-  """Runs the grid in order, or with --print writes one `tfrewind run` line per run."""
+  """Runs the grid in order, or with --print writes one `tfrewind run` line per run.
+
+  Every line carries the whole grid's --snapshot_steps, so whichever line trains
+  a dense run first saves every rewind point that the others restore.
+  """
   if not FLAGS.print:
     return cmd_run()
-  runs = make_grid()
+  runs = make_grid(check_networks=False)
+  steps = _snapshot_steps(runs)
   keep = []
   for arg in raw_args:
     name = arg.lstrip("-").split("=")[0]
@@ -241,6 +203,8 @@ def cmd_sweep(raw_args) -> int:
       args.append(f"--density={hp.density!r}")
     if hp.retrain is not None:
       args.append(f"--retrain={hp.retrain}")
+    if steps:
+      args.append(f"--snapshot_steps={','.join(map(str, steps))}")
     line = " ".join(shlex.quote(a) for a in args)
     if line not in seen:
       seen.add(line)
@@ -349,6 +313,12 @@ def _fail(message: str, status: int = 2):
 def run_main(argv: Optional[List[str]] = None) -> None:
   """Console entry point: `tfrewind COMMAND [--flags]`."""
   argv = list(sys.argv if argv is None else argv)
+  helps = {"-h", "--help", "--helpshort", "--helpfull"} & set(argv[1:])
+  if helps:
+    print(__doc__)
+    # --helpfull adds absl's own flags (logging, ...); the others list tfrewind's.
+    print(FLAGS.get_help() if "--helpfull" in helps else FLAGS.module_help(sys.modules[__name__]))
+    sys.exit(0)
   if len(argv) < 2 or argv[1] not in COMMANDS:
     got = argv[1] if len(argv) > 1 else "nothing"
     _fail(f"expected a command ({', '.join(COMMANDS)}), got {got}: e.g. "
@@ -371,13 +341,11 @@ def run_main(argv: Optional[List[str]] = None) -> None:
 
 
 def _guarded_main(command, raw_args):
-  from tfrewind import data as data_lib  # pylint: disable=g-import-not-at-top
-  from tfrewind import experiment  # pylint: disable=g-import-not-at-top
   try:
     return main(command, raw_args)
-  except (UsageError, data_lib.DataError) as e:
+  except (UsageError, DataError) as e:
     _fail(str(e))
-  except experiment.RunFailed as e:
+  except RunFailed as e:
     _fail(str(e), status=3)
   except ValueError as e:
     _fail(str(e))

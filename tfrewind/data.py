@@ -19,15 +19,14 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-DATASETS = ("cifar10", "cifar100", "synthetic")
+from tfrewind import names
+from tfrewind.errors import DataError  # noqa: F401  (raised here; tfrewind.data.DataError)
+
+DATASETS = tuple(names.DATASETS)
 PAD = 4
 # Renda et al. validate on a fixed random 2,000 of the 10,000 test images.
 VALIDATION_SIZE = 2000
 VALIDATION_SEED = 0
-
-
-class DataError(ValueError):
-  """A dataset cannot be loaded; the message says where it looked and what to run."""
 
 
 @dataclasses.dataclass(frozen=True)

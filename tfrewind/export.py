@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfrewind import hparams as hp_lib
 from tfrewind import macs
 from tfrewind import store
+from tfrewind import training
 from tfrewind.pruning import slim as slim_lib
 from tfrewind.pruning import sparsity
 
@@ -29,7 +30,6 @@ class ExportError(ValueError):
 
 def load_run(run_dir: str):
   """The compiled prunable model of a finished run, restored from its final checkpoint."""
-  from tfrewind import experiment  # pylint: disable=g-import-not-at-top
   paths = store.RunPaths(os.path.normpath(run_dir))
   if not os.path.isdir(paths.dir):
     raise ExportError(f"--run={run_dir} is not a folder: pass one run folder, e.g. "
@@ -42,9 +42,7 @@ def load_run(run_dir: str):
     raise ExportError(f"{paths.dir} is not finished (no result.json): finish it with "
                       f"tfrewind run, then export")
   hp = hp_lib.HParams.from_json(meta["hparams"])
-  num_classes = 100 if hp.dataset == "cifar100" else 10
-  model = experiment.Runner(experiment.Env(root=os.path.dirname(paths.dir) or ".",
-                                           verbose=0)).build(hp, num_classes)
+  model = training.build(hp)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   try:
     checkpoint.read(paths.final_ckpt).assert_existing_objects_matched().expect_partial()

@@ -16,8 +16,8 @@ import math
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from tfrewind import data as data_lib
-from tfrewind import rewind
+from tfrewind import names
+from tfrewind import plan as plan_lib
 from tfrewind.pruning import masks as masks_lib
 
 DENSE_GROUPS = ("data", "model", "train")
@@ -40,7 +40,7 @@ class HParams:
   synthetic_size: int = _f(5000, "data", "training images of the synthetic dataset")
   batch_size: int = _f(128, "data", "global batch size")
   # model
-  model: str = _f("resnet20", "model", "resnet<6n+2>, wrn<depth>_<width>, vgg16/19, resnet50")
+  model: str = _f("resnet20", "model", names.MODEL_HELP)
   width: Optional[int] = _f(None, "model", "first-stage width of a CIFAR ResNet (16)")
   bn_momentum: Optional[float] = _f(None, "model", "BatchNorm decay (network default)")
   bn_epsilon: Optional[float] = _f(None, "model", "BatchNorm epsilon (network default)")
@@ -68,7 +68,8 @@ class HParams:
   structure: str = _f("unstructured", "prune", "unstructured or channel")
   criterion: str = _f("magnitude", "prune", "magnitude or random (control)")
   # retraining
-  method: str = _f("lr_rewind", "retrain", "finetune, weight_rewind, lr_rewind or custom")
+  method: str = _f("lr_rewind", "retrain", "; ".join(
+      f"{m.name}: {m.help}" for m in plan_lib.METHODS.values()))
   rewind_step: str = _f("8000it", "retrain", "K: weight rewinding restores step K")
   finetune_lr: float = _f(0.001, "retrain", "constant LR of fine-tuning")
   retrain: Optional[str] = _f(None, "retrain", "T: retraining budget per round (method default)")
@@ -107,8 +108,8 @@ class HParams:
       return (self.density,)
     return tuple(self.rate ** k for k in range(1, self.rounds + 1))
 
-  def plan(self) -> rewind.Retrain:
-    return rewind.retrain_plan(self.method, self.cycle_steps, self.to_steps("rewind_step"),
+  def plan(self) -> plan_lib.Retrain:
+    return plan_lib.retrain_plan(self.method, self.cycle_steps, self.to_steps("rewind_step"),
                                self.to_steps("retrain"), self.to_steps("weights_from"),
                                self.to_steps("lr_from"))
 
@@ -138,31 +139,28 @@ class HParams:
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
 
-  def dense_key(self) -> str:
-    return _hash(self.canonical(DENSE_GROUPS))
-
-  def branch_key(self) -> str:
-    return _hash({"dense": self.dense_key(), **self.canonical(BRANCH_GROUPS)})
-
   def to_json(self) -> Dict[str, Any]:
     return {f.name: (list(v) if isinstance(v, tuple) else v)
             for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
 
   @classmethod
   def from_json(cls, d: Dict[str, Any]) -> "HParams":
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+    """The HParams of a stored hparams.json; a key this version does not know is an error."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"hparams with unknown key(s) {unknown}: written by another version of "
+                       f"tfrewind; use that version, or a new --root")
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
   # ------------------------------------------------------------------ validation
   def validate(self) -> "HParams":
     """Raises ValueError with one clear sentence for any inconsistent setting."""
-    from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
-    if self.dataset not in data_lib.DATASETS:
+    if self.dataset not in names.DATASETS:
       raise ValueError(f"unknown --dataset={self.dataset!r}: choose one of "
-                       f"{', '.join(data_lib.DATASETS)}")
-    if not any(p.fullmatch(self.model) for p, _ in registry._PATTERNS):  # pylint: disable=protected-access
-      raise ValueError(f"unknown --model={self.model!r}: use resnet<6n+2> (e.g. resnet20), "
-                       f"wrn<depth>_<width> (wrn16_8), vgg11/13/16/19 or resnet50")
+                       f"{', '.join(names.DATASETS)}")
+    if names.match_model(self.model) is None:
+      raise ValueError(f"unknown --model={self.model!r}: use {names.MODEL_HELP}")
     for name in ("batch_size", "synthetic_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -204,11 +202,9 @@ class HParams:
 
 _STEP_FIELDS = ("train_steps", "epoch_steps", "lr_boundaries", "rewind_step", "retrain",
                 "weights_from", "lr_from")
-_TRAIN_SIZES = {"cifar10": 50000, "cifar100": 50000}
-
-
 def _train_size(hp):
-  return _TRAIN_SIZES.get(hp.dataset, hp.synthetic_size)
+  size = names.DATASETS[hp.dataset].train_size if hp.dataset in names.DATASETS else None
+  return hp.synthetic_size if size is None else size
 
 
 def parse_steps(value, steps_per_epoch: Optional[int], name: str = "steps") -> int:
@@ -233,8 +229,31 @@ def parse_steps(value, steps_per_epoch: Optional[int], name: str = "steps") -> i
   return int(number)
 
 
-def _hash(d: Dict[str, Any]) -> str:
-  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
+  """What names a run: round 0 is the dense network, round r >= 1 a retraining round.
+
+  Only values that change what is computed enter: non-default settings of the
+  run's groups, less those its schedule or its method (tfrewind.plan.METHODS
+  `reads`) does not read, so e.g. --rewind_step does not split fine-tuning runs.
+  """
+  dense = hp.canonical(DENSE_GROUPS)
+  if round_ == 0:
+    return dense
+  branch = hp.canonical(BRANCH_GROUPS)
+  unused = ("rate", "rounds") if hp.schedule == "one_shot" else ("density", "rounds")
+  reads = set(plan_lib.METHODS[hp.method].reads) | {"method", "reset_momentum"}
+  unused += tuple(f.name for f in dataclasses.fields(hp)
+                  if f.metadata["group"] == "retrain" and f.name not in reads)
+  for name in unused:
+    branch.pop(name, None)
+  if hp.schedule == "iterative":
+    branch["rate"] = hp.rate
+  return {"dense": run_key(hp, 0), "round": round_, **branch}
+
+
+def run_key(hp: HParams, round_: int = 0) -> str:
+  """The hash in a run folder's name (tests/test_identity.py pins some: change it knowingly)."""
+  return hashlib.sha256(json.dumps(identity(hp, round_), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def expand_densities(spec: str) -> List[float]:

@@ -1,26 +1,14 @@
-"""Snapshots, weight rewinding and the RewindCallback.
+"""Keras callbacks that prune and retrain: RewindCallback, and SnapshotCallback for the dense run.
 
-Three retraining methods (Renda et al. 2020), and the general form that covers
-them: after pruning, take the weights from step `weights_from` (None: keep the
-trained ones), replay the LR schedule from step `lr_from` (None: a constant
-fine-tuning LR), and retrain for `steps` steps.
-
-  finetune       Retrain(None, None, N)     constant LR 0.001
-  weight_rewind  Retrain(K, K, N - K)       weights, BatchNorm, momentum from K
-                                            (a budget T instead sets K = N - T)
-  lr_rewind      Retrain(None, N - T, T)    T = N by default: LR from 0
-  reinit         the mask kept, weights re-drawn from their initializers, LR from 0 (control)
-
-"Step K" is the state after K optimizer updates (optimizer.iterations == K).
-`optimizer.iterations` itself is never rewound: it keeps counting so that
-checkpoints, TensorBoard and BackupAndRestore see one monotonic run, and the LR
-schedule is told which step to replay instead (tfrewind.lr.Rewindable).
+The maths lives below this floor: which weights and LR a method retrains with
+in tfrewind.plan (pure Python), the state at step K in tfrewind.snapshots,
+masks in tfrewind.pruning. `optimizer.iterations` is never rewound: it keeps
+counting so that checkpoints, TensorBoard and BackupAndRestore see one
+monotonic run, and the LR schedule is told which step to replay instead
+(tfrewind.lr.Rewindable).
 """
 
-import dataclasses
-import io
-import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -28,143 +16,11 @@ from absl import logging
 
 import tf_keras as keras
 from tfrewind import lr as lr_lib
+from tfrewind import plan as plan_lib
+from tfrewind import snapshots
 from tfrewind.pruning import schedules as schedules_lib
 from tfrewind.pruning import sparsity
-
-METHODS = ("finetune", "weight_rewind", "lr_rewind", "custom", "reinit")
-
-
-# --------------------------------------------------------------------------- snapshots
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-  """The training state at one step: weights, BatchNorm statistics, optimizer slots.
-
-  Arrays follow the order of `model.weights` (less the pruning wrappers' own
-  mask/threshold/step variables) and of the optimizer's slot variables, so a
-  snapshot restores into any model built the same way.
-  """
-  step: int
-  weights: Tuple[np.ndarray, ...]
-  optimizer: Tuple[np.ndarray, ...]
-
-  def save(self, path: str) -> None:
-    """Writes the snapshot atomically (a temporary file, then a rename)."""
-    arrays = {"step": np.asarray(self.step, np.int64)}
-    arrays.update({f"w{i}": a for i, a in enumerate(self.weights)})
-    arrays.update({f"o{i}": a for i, a in enumerate(self.optimizer)})
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write(path, buffer.getvalue())
-
-  @classmethod
-  def load(cls, path: str) -> "Snapshot":
-    with tf.io.gfile.GFile(path, "rb") as f:
-      data = np.load(io.BytesIO(f.read()))
-      count = lambda p: sum(1 for k in data.files if k.startswith(p) and k[1:].isdigit())
-      return cls(step=int(data["step"]),
-                 weights=tuple(data[f"w{i}"] for i in range(count("w"))),
-                 optimizer=tuple(data[f"o{i}"] for i in range(count("o"))))
-
-
-def atomic_write(path: str, content: bytes) -> None:
-  """Writes `content` to `path` so that readers see the old file or the whole new one."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  parent = os.path.dirname(path)
-  if parent:
-    tf.io.gfile.makedirs(parent)
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(content)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def _restorable_weights(model) -> List[tf.Variable]:
-  own = {id(v) for w in sparsity.wrappers(model) for v in w._non_trainable_weights}  # pylint: disable=protected-access
-  return [v for v in model.weights if id(v) not in own]
-
-
-def _optimizer_state(optimizer) -> List[tf.Variable]:
-  """Per-weight optimizer variables (momentum, ...): not the step, not the LR."""
-  if optimizer is None:
-    return []
-  optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-  skip = {id(optimizer.iterations)}
-  return [v for v in optimizer.variables
-          if id(v) not in skip and "learning_rate" not in v.name and "iteration" not in v.name]
-
-
-def snapshot(model) -> Snapshot:
-  """The current state of `model` (and its optimizer, if compiled).
-
-  Example:
-    >>> snap = tfrewind.snapshot(model)      # e.g. at step K
-    >>> tfrewind.rewind_weights(model, snap)  # later, after pruning
-  """
-  optimizer = getattr(model, "optimizer", None)
-  step = int(optimizer.iterations.numpy()) if optimizer is not None else 0
-  return Snapshot(step=step,
-                  weights=tuple(v.numpy() for v in _restorable_weights(model)),
-                  optimizer=tuple(v.numpy() for v in _optimizer_state(optimizer)))
-
-
-def rewind_weights(model, snap: Snapshot, optimizer: bool = True) -> None:
-  """Restores `snap` under the current masks.
-
-  Every kept weight gets its snapshot value bitwise, every pruned weight +0.0;
-  BatchNorm statistics and (if `optimizer`) the optimizer slots are restored
-  too, slots of pruned weights zeroed. A snapshot taken before the optimizer
-  was built (step 0) restores zero momentum. The masks and the optimizer's
-  step counter are left as they are.
-  """
-  targets = _restorable_weights(model)
-  _check_shapes("weights", targets, snap.weights)
-  for v, a in zip(targets, snap.weights):
-    v.assign(a)
-  if optimizer:
-    state = _optimizer_state(getattr(model, "optimizer", None))
-    if snap.optimizer:
-      _check_shapes("optimizer state", state, snap.optimizer)
-      for v, a in zip(state, snap.optimizer):
-        v.assign(a)
-    else:
-      reset_optimizer_state(model)
-  sparsity.apply_masks(model)
-
-
-def reinitialize(model, seed: int) -> None:
-  """Re-draws every weight from its layer's initializer (seeded); masks kept, slots zeroed.
-
-  BatchNorm statistics return to their initial values too: the network is new but for
-  its mask.
-  """
-  rng = np.random.default_rng(seed)
-  for layer in model.submodules:
-    if not isinstance(layer, keras.layers.Layer) or isinstance(layer, sparsity.Masked):
-      continue
-    for weight in layer._trainable_weights + layer._non_trainable_weights:  # pylint: disable=protected-access
-      attr = weight.name.split("/")[-1].split(":")[0]
-      initializer = getattr(layer, f"{attr}_initializer", None)
-      if initializer is None:
-        continue
-      config = dict(initializer.get_config())
-      if "seed" in config:
-        config["seed"] = int(rng.integers(2**31 - 1))
-      fresh = type(initializer).from_config(config)
-      weight.assign(fresh(weight.shape, weight.dtype))
-  reset_optimizer_state(model)
-  sparsity.apply_masks(model)
-
-
-def reset_optimizer_state(model) -> None:
-  """Zeroes every optimizer slot (a fresh optimizer, as in Mikler's code)."""
-  for v in _optimizer_state(getattr(model, "optimizer", None)):
-    v.assign(tf.zeros(v.shape, v.dtype))
-
-
-def _check_shapes(what, variables, arrays):
-  if len(variables) != len(arrays) or any(
-      tuple(v.shape) != tuple(a.shape) for v, a in zip(variables, arrays)):
-    raise ValueError(f"snapshot {what} do not match the model: {len(arrays)} arrays for "
-                     f"{len(variables)} variables; was it taken from another network?")
+from tfrewind.snapshots import Snapshot
 
 
 class _StepCallback(keras.callbacks.Callback):
@@ -197,76 +53,9 @@ class SnapshotCallback(_StepCallback):
 
   def on_train_batch_begin(self, batch, logs=None):
     if self._step(batch) == self.step:
-      self.snapshot = snapshot(self.model)
+      self.snapshot = snapshots.snapshot(self.model)
       if self.path:
         self.snapshot.save(self.path)
-
-
-# --------------------------------------------------------------------------- retraining
-@dataclasses.dataclass(frozen=True)
-class Retrain:
-  """The general retraining form: weights from one step, LR from another, a budget.
-
-  weights_from: step whose weights are restored after pruning (None: keep the
-    trained weights).
-  lr_from: step from which the LR schedule is replayed (None: constant
-    fine-tuning LR).
-  steps: retraining steps per round.
-  reinit: the control of Renda et al.: keep the mask, re-draw every weight
-    from the network's initializers (seeded), replay the whole schedule.
-  """
-  weights_from: Optional[int]
-  lr_from: Optional[int]
-  steps: int
-  reinit: bool = False
-
-
-def retrain_plan(method: str, cycle_steps: int, rewind_step: int = 0,
-                 retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
-                 lr_from: Optional[int] = None) -> Retrain:
-  """The Retrain of a named method (or of "custom" with explicit steps).
-
-  Example:
-    >>> retrain_plan("weight_rewind", cycle_steps=72000, rewind_step=8000)
-    Retrain(weights_from=8000, lr_from=8000, steps=64000)
-  """
-  n = _positive_int("cycle_steps", cycle_steps)
-  if method not in METHODS:
-    raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-  if retrain_steps is not None:
-    retrain_steps = _positive_int("retrain_steps", retrain_steps)
-  if method == "finetune":
-    plan = Retrain(None, None, retrain_steps or n)
-  elif method == "lr_rewind":
-    t = retrain_steps or n
-    if t > n:
-      raise ValueError(f"lr_rewind budget {t} is longer than the cycle ({n} steps)")
-    plan = Retrain(None, n - t, t)
-  elif method == "reinit":
-    plan = Retrain(None, 0, n, reinit=True)
-  elif method == "weight_rewind":
-    # A budget T means Renda's form: rewind weights and LR to step N - T.
-    k = int(rewind_step) if retrain_steps is None else n - retrain_steps
-    if k < 0:
-      raise ValueError(f"weight_rewind budget {retrain_steps} is longer than the cycle ({n} steps)")
-    plan = Retrain(k, k, n - k)
-  else:
-    if retrain_steps is None:
-      raise ValueError("method 'custom' needs retrain_steps")
-    plan = Retrain(None if weights_from is None else int(weights_from),
-                   None if lr_from is None else int(lr_from), retrain_steps)
-  for name, value in (("weights_from", plan.weights_from), ("lr_from", plan.lr_from)):
-    if value is not None and not 0 <= value <= n:
-      raise ValueError(f"{name} (rewind step) {value} is outside the cycle [0, {n}]")
-  if plan.weights_from == n:  # the trained weights themselves
-    plan = dataclasses.replace(plan, weights_from=None)
-  return plan
-
-
-def _positive_int(name, value):
-  if int(value) != value or value <= 0:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}")
-  return int(value)
 
 
 class RewindCallback(_StepCallback):
@@ -325,8 +114,8 @@ class RewindCallback(_StepCallback):
       raise ValueError(f"schedule must be tfrewind.OneShot or tfrewind.Iterative, got {schedule!r}")
     self.method = method
     self.schedule = schedule
-    self.cycle_steps = _positive_int("cycle_steps", cycle_steps)
-    self.plan = retrain_plan(method, cycle_steps, rewind_step, retrain_steps, weights_from,
+    self.cycle_steps = plan_lib.positive_int("cycle_steps", cycle_steps)
+    self.plan = plan_lib.retrain_plan(method, cycle_steps, rewind_step, retrain_steps, weights_from,
                              lr_from)
     self.finetune_lr = float(finetune_lr)
     if not self.finetune_lr > 0:
@@ -474,7 +263,7 @@ class RewindCallback(_StepCallback):
       self.lr_schedule.rewind(to=self.plan.lr_from, at=prune_step)
 
   def _take_snapshot(self):
-    self._snapshot = snapshot(self.model)
+    self._snapshot = snapshots.snapshot(self.model)
     if self.snapshot_path:
       self._snapshot.save(self.snapshot_path)
     self.events.append({"step": self._snapshot.step, "event": "snapshot"})
@@ -484,11 +273,11 @@ class RewindCallback(_StepCallback):
     target = self.schedule.density_at_round(r)
     achieved = sparsity.prune(self.model, target, **self.prune_kwargs)
     if self.plan.weights_from is not None:
-      rewind_weights(self.model, self._snapshot, optimizer=self.restore_optimizer)
+      snapshots.rewind_weights(self.model, self._snapshot, optimizer=self.restore_optimizer)
     if self.plan.reinit:
-      reinitialize(self.model, seed=self.prune_kwargs["seed"] * 1000 + r)
+      snapshots.reinitialize(self.model, seed=self.prune_kwargs["seed"] * 1000 + r)
     if self.reset_momentum or self.plan.reinit:
-      reset_optimizer_state(self.model)
+      snapshots.reset_optimizer_state(self.model)
     self._set_lr(step)
     self.events.append({"step": step, "event": "prune", "round": r, "density": achieved})
     if self.verbose:

@@ -18,12 +18,11 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from absl import logging
 
 from tfrewind import hparams as hp_lib
-from tfrewind.rewind import atomic_write
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,15 +74,9 @@ class RunPaths:
     return os.path.join(self.dir, "snapshots", f"step_{step}.npz")
 
   def finished(self) -> bool:
-    """True if result.json exists and is whole; a torn or corrupt one is set aside, with a warning."""
-    if not os.path.exists(self.result):
-      return False
-    if read_json(self.result) is not None:
-      return True
-    logging.warning("result file %s is corrupt: redoing the run from its last good state",
-                    self.result)
-    os.replace(self.result, f"{self.result}.corrupt")
-    return False
+    """True if result.json exists and is whole. Reading moves nothing: a corrupt one is set
+    aside by `remove_leftovers`, under the run's lock."""
+    return read_json(self.result) is not None
 
 
 def _fmt(x: float) -> str:
@@ -91,24 +84,12 @@ def _fmt(x: float) -> str:
 
 
 def dense_paths(root: str, hp: hp_lib.HParams) -> RunPaths:
-  name = f"dense_{hp.model}_{hp.dataset}_s{hp.seed}_{hp.dense_key()}"
+  name = f"dense_{hp.model}_{hp.dataset}_s{hp.seed}_{hp_lib.run_key(hp, 0)}"
   return RunPaths(os.path.join(root, name))
 
 
-def branch_canonical(hp: hp_lib.HParams, round_: int) -> Dict[str, Any]:
-  """What names a retraining run: its dense network, its branch settings, its round."""
-  branch = hp.canonical(hp_lib.BRANCH_GROUPS)
-  # Settings that this schedule does not read must not split runs.
-  unused = ("rate", "rounds") if hp.schedule == "one_shot" else ("density", "rounds")
-  for name in unused:
-    branch.pop(name, None)
-  if hp.schedule == "iterative":
-    branch["rate"] = hp.rate
-  return {"dense": hp.dense_key(), "round": round_, **branch}
-
-
 def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
-  key = hp_lib._hash(branch_canonical(hp, round_))  # pylint: disable=protected-access
+  key = hp_lib.run_key(hp, round_)
   density = hp.density if hp.schedule == "one_shot" else hp.rate ** round_
   sched = "os" if hp.schedule == "one_shot" else f"it{round_}"
   name = (f"prune_{hp.model}_{hp.dataset}_{hp.method}_{sched}_d{_fmt(density)}_s{hp.seed}_"
@@ -133,6 +114,19 @@ def inside(root: str, path: str) -> bool:
   """True if `path` lies inside `root` (run names never escape it)."""
   root = os.path.realpath(root)
   return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def atomic_write(path: str, content: bytes) -> None:
+  """Writes `content` to `path` so that readers see the old file or the whole new one."""
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(content)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def write_json(path: str, obj) -> None:
@@ -192,11 +186,17 @@ def replace_dir(tmp: str, final: str) -> None:
 
 
 def remove_leftovers(paths: RunPaths) -> None:
-  """Deletes what a killed writer left half-done (temporary files and folders).
+  """Deletes what a killed writer left half-done (temporary files and folders), and sets a
+  corrupt result.json aside.
 
-  Only called under the run's lock, so no live writer owns them.
+  Only called under the run's lock, by the process that owns the folder, so no live
+  writer owns them.
   """
   import glob  # pylint: disable=g-import-not-at-top
+  if os.path.exists(paths.result) and read_json(paths.result) is None:
+    logging.warning("result file %s is corrupt: redoing the run from its last good state",
+                    paths.result)
+    os.replace(paths.result, f"{paths.result}.corrupt")
   for pattern in ("*.tmp-*", "final.tmp-*", "final.old-*", os.path.join("snapshots", "*.tmp-*")):
     for path in glob.glob(os.path.join(paths.dir, pattern)):
       if os.path.isdir(path):

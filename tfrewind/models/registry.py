@@ -4,25 +4,25 @@ Names: resnet{6n+2} (resnet20, resnet56, resnet110, ...), wrn{depth}_{width}
 (wrn16_8), vgg{11,13,16,19}, resnet50.
 """
 
-import re
 from typing import Dict, List
 
 import numpy as np
 
 import tf_keras as keras
 
+from tfrewind import names
 from tfrewind.models import resnet, vgg, wrn
 
 # The networks of the two papers; `tfrewind models` and the preset test cover them all.
 PRESETS = ("resnet20", "resnet56", "resnet110", "wrn16_8", "vgg16", "vgg19", "resnet50")
 
-_PATTERNS = [
-    (re.compile(r"resnet50"), lambda m, kw: resnet.resnet50(**kw)),
-    (re.compile(r"resnet(\d+)"), lambda m, kw: resnet.cifar_resnet(int(m.group(1)), **kw)),
-    (re.compile(r"wrn(\d+)_(\d+)"), lambda m, kw: wrn.wide_resnet(int(m.group(1)),
-                                                                  int(m.group(2)), **kw)),
-    (re.compile(r"vgg(\d+)"), lambda m, kw: vgg.vgg(int(m.group(1)), **kw)),
-]
+# One builder per family of tfrewind.names.MODEL_FAMILIES (the names live there, TF-free).
+_BUILDERS = {
+    "resnet50": lambda m, kw: resnet.resnet50(**kw),
+    "cifar_resnet": lambda m, kw: resnet.cifar_resnet(int(m.group(1)), **kw),
+    "wrn": lambda m, kw: wrn.wide_resnet(int(m.group(1)), int(m.group(2)), **kw),
+    "vgg": lambda m, kw: vgg.vgg(int(m.group(1)), **kw),
+}
 
 
 def build_model(name: str, num_classes: int = 10, **overrides) -> keras.Model:
@@ -45,15 +45,14 @@ def build_model(name: str, num_classes: int = 10, **overrides) -> keras.Model:
     raise ValueError(f"model name must be a string, got {name!r}")
   if int(num_classes) != num_classes or num_classes < 1:
     raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-  for pattern, build in _PATTERNS:
-    match = pattern.fullmatch(name)
-    if match:
-      try:
-        return build(match, dict(num_classes=int(num_classes), **overrides))
-      except TypeError as e:  # an unexpected keyword
-        raise ValueError(f"bad override for model {name!r}: {e}") from None
-  raise ValueError(f"unknown model {name!r}: use resnet<6n+2> (e.g. resnet20), "
-                   f"wrn<depth>_<width> (wrn16_8), vgg11/13/16/19 or resnet50")
+  found = names.match_model(name)
+  if found is None:
+    raise ValueError(f"unknown model {name!r}: use {names.MODEL_HELP}")
+  family, match = found
+  try:
+    return _BUILDERS[family](match, dict(num_classes=int(num_classes), **overrides))
+  except TypeError as e:  # an unexpected keyword
+    raise ValueError(f"bad override for model {name!r}: {e}") from None
 
 
 def prunable_kernels(model) -> List:

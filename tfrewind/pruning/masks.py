@@ -21,6 +21,10 @@ STRUCTURES = ("unstructured", "channel")
 CRITERIA = ("magnitude", "random")
 
 
+class NothingKept(ValueError):
+  """A density that keeps no item of a kernel (layerwise) or of all kernels (global)."""
+
+
 def kept_count(density: float, n: int) -> int:
   """Number of items that density `density` keeps out of `n` (round half up)."""
   return int(math.floor(density * n + 0.5))
@@ -152,7 +156,7 @@ def _keep_checked(scores, density, where):
   k = kept_count(density, scores.size)
   alive = int(np.isfinite(scores).sum())
   if k == 0:
-    raise ValueError(f"density {density} keeps no item of {where} ({scores.size} items); "
+    raise NothingKept(f"density {density} keeps no item of {where} ({scores.size} items); "
                      "use a larger density")
   if k > alive:
     raise ValueError(f"density {density} asks to keep {k} items of {where} but only {alive} "

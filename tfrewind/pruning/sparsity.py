@@ -326,6 +326,13 @@ def prune(model, density: float, scope: str = "global", structure: str = "unstru
   Returns:
     The density of the model after pruning.
   """
+  set_masks(model, new_masks(model, density, scope, structure, criterion, seed))
+  return _density(model)
+
+
+def new_masks(model, density: float, scope: str = "global", structure: str = "unstructured",
+              criterion: str = "magnitude", seed: int = 0) -> List[np.ndarray]:
+  """The masks `prune` would set, computed without setting them (ValueError as prune)."""
   pvars = _pruning_vars(model)
   weights = [w.numpy() for w, _, _ in pvars]
   old = [m.numpy() for _, m, _ in pvars]
@@ -335,10 +342,8 @@ def prune(model, density: float, scope: str = "global", structure: str = "unstru
     # A layer that emits the model's output (the classifier) has classes, not channels.
     outputs = _output_layers(model)
     fixed = [w.layer.name in outputs for w in wrappers(model) for _ in w.pruning_vars]
-  new = masks_lib.compute_masks(weights, density, old, scope=scope, structure=structure,
-                                criterion=criterion, seed=seed, fixed=fixed)
-  set_masks(model, new)
-  return _density(model)
+  return masks_lib.compute_masks(weights, density, old, scope=scope, structure=structure,
+                                 criterion=criterion, seed=seed, fixed=fixed)
 
 
 def _output_layers(model) -> set:

@@ -17,8 +17,6 @@ import numpy as np
 import pandas as pd
 
 KEYS = ["network", "dataset", "structure", "schedule", "method", "density"]
-METHODS = ("finetune", "weight_rewind", "lr_rewind")
-CONTROLS = ("reinit", "weight_rewind_low_lr", "custom")
 
 
 def _read(path):
@@ -42,12 +40,12 @@ def collect(root: str) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
     meta = _read(os.path.join(folder, "hparams.json"))
     if meta is None:
       continue
-    if os.path.exists(os.path.join(folder, "failed.json")):
-      counts["failed"].append(name)
-      continue
     result = _read(os.path.join(folder, "result.json"))
-    if result is None:
-      counts["unfinished"] += 1
+    if result is None:  # a finished rerun of a failed run counts as finished
+      if os.path.exists(os.path.join(folder, "failed.json")):
+        counts["failed"].append(name)
+      else:
+        counts["unfinished"] += 1
       continue
     counts["finished"] += 1
     hp = meta["hparams"]

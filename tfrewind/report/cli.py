@@ -10,7 +10,7 @@ import os
 import pandas as pd
 
 from tfrewind.report import aggregate, figures, reference
-from tfrewind.rewind import atomic_write
+from tfrewind.store import atomic_write
 
 COLUMNS = ["network", "dataset", "structure", "schedule", "method", "density", "compression",
            "flops_speedup",

@@ -1,0 +1,56 @@
+"""tfrewind.sweep: the grid, the snapshot steps it needs, and the checks made before training."""
+
+import pytest
+
+from tfrewind import hparams
+from tfrewind import sweep
+
+BASE = hparams.HParams(train_steps="1000it", lr_boundaries=("500it", "750it"),
+                       rewind_step="100it", epoch_steps="100it")
+
+
+def test_grid_is_seeds_x_methods_x_budgets_x_densities_in_that_order():
+  runs = sweep.grid(BASE, ["finetune", "lr_rewind"], [0.5, 0.2], [1, 2], ["2ep", "5ep"])
+  assert len(runs) == 16
+  assert [(r.seed, r.method, r.retrain, r.density) for r in runs[:5]] == [
+      (1, "finetune", "2ep", 0.5), (1, "finetune", "2ep", 0.2), (1, "finetune", "5ep", 0.5),
+      (1, "finetune", "5ep", 0.2), (1, "lr_rewind", "2ep", 0.5)]
+  assert runs[-1].seed == 2 and runs[-1].method == "lr_rewind"
+
+
+def test_iterative_grid_ignores_one_shot_densities():
+  base = hparams.HParams(schedule="iterative", rounds=3)
+  runs = sweep.grid(base, ["lr_rewind"], [0.5, 0.2], [1])
+  assert len(runs) == 1 and runs[0].densities == (0.8, 0.8 ** 2, 0.8 ** 3)
+
+
+def test_snapshot_steps_are_the_weight_restoring_steps_of_the_grid():
+  runs = sweep.grid(BASE, ["finetune", "weight_rewind", "lr_rewind"], [0.5], [1],
+                    [None, "3ep"])
+  # weight_rewind at K=100, and with a 300-step budget at N - T = 700; the others restore none.
+  assert sweep.snapshot_steps(runs) == [100, 700]
+  assert sweep.snapshot_steps(sweep.grid(BASE, ["finetune", "lr_rewind"], [0.5], [1])) == []
+
+
+def test_validate_names_the_first_bad_setting():
+  with pytest.raises(ValueError, match="unknown --model='resnet21x'"):
+    sweep.validate([BASE, hparams.HParams(model="resnet21x")])
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(density=1e-7), "keeps no weight of resnet20 with --scope=global"),
+    # ResNet-20's 3x3x3x16 stem has 432 weights: 1e-3 keeps none of it, though 271 overall.
+    (dict(density=1e-3, scope="layerwise"), "--scope=layerwise --structure=unstructured"),
+    # 16 channels: 0.02 keeps none of a 16-channel conv.
+    (dict(density=0.02, scope="layerwise", structure="channel"), "--structure=channel"),
+])
+def test_densities_that_empty_a_kernel_fail_before_training(change, match):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  hp = dataclasses.replace(hparams.HParams(), **change)
+  with pytest.raises(ValueError, match=match):
+    sweep.check_densities([hparams.HParams(density=0.5), hp])
+
+
+def test_densities_that_keep_weights_pass():
+  sweep.check_densities([hparams.HParams(density=0.01),
+                         hparams.HParams(density=0.1, scope="layerwise", structure="channel")])

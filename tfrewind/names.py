@@ -1,0 +1,46 @@
+"""Names of datasets and networks: what light commands need, without TensorFlow.
+
+`tfrewind sweep --print`, `report` and flag validation read these tables; the
+builders (tfrewind.data, tfrewind.models.registry) dispatch on the same names,
+so a name is added in one place.
+"""
+
+import dataclasses
+import re
+from typing import Optional, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  num_classes: int
+  train_size: Optional[int]  # None: set by a flag (synthetic)
+
+
+DATASETS = {
+    "cifar10": Dataset(num_classes=10, train_size=50000),
+    "cifar100": Dataset(num_classes=100, train_size=50000),
+    "synthetic": Dataset(num_classes=10, train_size=None),
+}
+
+# (family, pattern): tfrewind.models.registry has one builder per family.
+MODEL_FAMILIES = (
+    ("resnet50", re.compile(r"resnet50")),
+    ("cifar_resnet", re.compile(r"resnet(\d+)")),
+    ("wrn", re.compile(r"wrn(\d+)_(\d+)")),
+    ("vgg", re.compile(r"vgg(\d+)")),
+)
+MODEL_HELP = ("resnet<6n+2> (e.g. resnet20), wrn<depth>_<width> (wrn16_8), vgg11/13/16/19 or "
+              "resnet50")
+
+
+def match_model(name: str) -> Optional[Tuple[str, "re.Match"]]:
+  """(family, match) of a network name, or None if no family has it."""
+  for family, pattern in MODEL_FAMILIES:
+    match = pattern.fullmatch(name)
+    if match:
+      return family, match
+  return None
+
+
+def num_classes(dataset: str) -> int:
+  return DATASETS[dataset].num_classes

@@ -1,0 +1,136 @@
+"""Retraining plans: which weights and which LR each method retrains with. No TensorFlow.
+
+After pruning, a retraining round takes the weights of step `weights_from`
+(None: keep the trained ones), replays the LR schedule from step `lr_from`
+(None: a constant fine-tuning LR), and trains `steps` steps. Each method of
+Renda et al. (2020) is one entry of `METHODS`, name -> plan:
+
+  finetune       Retrain(None, None, N)     constant LR 0.001
+  weight_rewind  Retrain(K, K, N - K)       weights, BatchNorm, momentum from K
+                                            (a budget T instead sets K = N - T)
+  lr_rewind      Retrain(None, N - T, T)    T = N by default: LR from 0
+  reinit         the mask kept, weights re-drawn from their initializers, LR from 0 (control)
+  custom         Retrain(weights_from, lr_from, T)
+
+"Step K" is the state after K optimizer updates (optimizer.iterations == K).
+
+Adding a method is one `@method(...)` entry below: the CLI's --method, the
+callback, run folders and the report read this table.
+"""
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Retrain:
+  """The general retraining form: weights from one step, LR from another, a budget.
+
+  weights_from: step whose weights are restored after pruning (None: keep the
+    trained weights).
+  lr_from: step from which the LR schedule is replayed (None: constant
+    fine-tuning LR).
+  steps: retraining steps per round.
+  reinit: the control of Renda et al.: keep the mask, re-draw every weight
+    from the network's initializers (seeded), replay the whole schedule.
+  """
+  weights_from: Optional[int]
+  lr_from: Optional[int]
+  steps: int
+  reinit: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One retraining method: its plan and the retraining settings that plan reads.
+
+  `reads` names the fields of tfrewind.hparams.HParams (group "retrain") that
+  change what this method computes, besides `method` and `reset_momentum`; the
+  others do not enter its run folder's name.
+  """
+  name: str
+  plan: Callable[[int, int, Optional[int], Optional[int], Optional[int]], Retrain]
+  reads: Tuple[str, ...]
+  help: str
+
+
+METHODS: Dict[str, Method] = {}
+
+
+def method(name: str, reads: Tuple[str, ...], help: str):  # pylint: disable=redefined-builtin
+  """Registers `fn(n, k, t, weights_from, lr_from) -> Retrain` as method `name`."""
+  def register(fn):
+    METHODS[name] = Method(name, fn, tuple(reads), help)
+    return fn
+  return register
+
+
+@method("finetune", reads=("retrain", "finetune_lr"),
+        help="keep the trained weights, constant LR finetune_lr")
+def _finetune(n, k, t, weights_from, lr_from):
+  return Retrain(None, None, t or n)
+
+
+@method("weight_rewind", reads=("rewind_step", "retrain", "restore_optimizer"),
+        help="weights and LR schedule from step K (a budget T sets K = N - T)")
+def _weight_rewind(n, k, t, weights_from, lr_from):
+  # A budget T means Renda's form: rewind weights and LR to step N - T.
+  k = k if t is None else n - t
+  if k < 0:
+    raise ValueError(f"weight_rewind budget {t} is longer than the cycle ({n} steps)")
+  return Retrain(k, k, n - k)
+
+
+@method("lr_rewind", reads=("retrain",),
+        help="keep the trained weights, replay the last T steps of the LR schedule")
+def _lr_rewind(n, k, t, weights_from, lr_from):
+  t = t or n
+  if t > n:
+    raise ValueError(f"lr_rewind budget {t} is longer than the cycle ({n} steps)")
+  return Retrain(None, n - t, t)
+
+
+@method("reinit", reads=(),
+        help="control: keep the mask, re-draw the weights, the whole schedule")
+def _reinit(n, k, t, weights_from, lr_from):
+  return Retrain(None, 0, n, reinit=True)
+
+
+@method("custom", reads=("retrain", "weights_from", "lr_from", "finetune_lr",
+                         "restore_optimizer"),
+        help="weights from --weights_from, LR from --lr_from, budget --retrain")
+def _custom(n, k, t, weights_from, lr_from):
+  if t is None:
+    raise ValueError("method 'custom' needs retrain_steps")
+  return Retrain(weights_from, lr_from, t)
+
+
+def retrain_plan(method_name: str, cycle_steps: int, rewind_step: int = 0,
+                 retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
+                 lr_from: Optional[int] = None) -> Retrain:
+  """The Retrain of a named method.
+
+  Example:
+    >>> retrain_plan("weight_rewind", cycle_steps=72000, rewind_step=8000)
+    Retrain(weights_from=8000, lr_from=8000, steps=64000, reinit=False)
+  """
+  n = positive_int("cycle_steps", cycle_steps)
+  if method_name not in METHODS:
+    raise ValueError(f"unknown method {method_name!r}: choose one of {', '.join(METHODS)}")
+  if retrain_steps is not None:
+    retrain_steps = positive_int("retrain_steps", retrain_steps)
+  plan = METHODS[method_name].plan(
+      n, int(rewind_step), retrain_steps, None if weights_from is None else int(weights_from),
+      None if lr_from is None else int(lr_from))
+  for name, value in (("weights_from", plan.weights_from), ("lr_from", plan.lr_from)):
+    if value is not None and not 0 <= value <= n:
+      raise ValueError(f"{name} (rewind step) {value} is outside the cycle [0, {n}]")
+  if plan.weights_from == n:  # the trained weights themselves
+    plan = dataclasses.replace(plan, weights_from=None)
+  return plan
+
+
+def positive_int(name, value) -> int:
+  if int(value) != value or value <= 0:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  return int(value)

@@ -1,0 +1,77 @@
+"""Where this process runs: its distribution strategy, its worker index, the runs it owns.
+
+Multi-worker training runs every worker in lockstep; only the chief writes to
+the root. Worker i writes its copy of a run under <root>/.worker<i>/, where its
+own restarts find it, and never takes a run's lock (a worker waiting on the
+chief's lock would deadlock the collectives).
+"""
+
+import contextlib
+import dataclasses
+import os
+from typing import Optional
+
+from tfrewind import store
+from tfrewind.errors import UsageError
+
+DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker")
+
+
+def strategy(choice: str):
+  """The tf.distribute strategy of --distribution (None: TF's default)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gpus = tf.config.list_physical_devices("GPU")
+  if choice == "auto":
+    choice = "mirrored" if len(gpus) > 1 else "none"
+  if choice == "none":
+    return None
+  if choice == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if "TF_CONFIG" in os.environ:
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  elif "SLURM_JOB_ID" in os.environ:
+    resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+  else:
+    raise UsageError("--distribution=multi_worker needs TF_CONFIG or a Slurm allocation")
+  return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+
+
+def worker_index(strategy_) -> Optional[int]:
+  """None for the chief (or a single process), else this worker's task index."""
+  resolver = getattr(strategy_, "cluster_resolver", None)
+  if resolver is None or not getattr(strategy_.extended, "_in_multi_worker_mode",
+                                     lambda: False)():
+    return None
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                              "chief" not in resolver.cluster_spec().as_dict()):
+    return None
+  return task_id if task_type == "worker" else 1000 + task_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Ownership:
+  """Which copy of a run this process writes and reads, and whether it locks it."""
+  root: str
+  worker: Optional[int] = None  # None: the chief or a single process
+
+  def own(self, paths: store.RunPaths) -> store.RunPaths:
+    """Where this process writes a run: the run itself (chief), or a worker's private copy."""
+    if self.worker is None:
+      return paths
+    rel = os.path.relpath(paths.dir, self.root)
+    return store.RunPaths(os.path.join(self.root, f".worker{self.worker}", rel))
+
+  def readable(self, paths: store.RunPaths) -> store.RunPaths:
+    """The copy of a run to read: this worker's own if it trained it, else the chief's."""
+    own = self.own(paths)
+    return own if own.finished() else paths
+
+  def finished(self, paths: store.RunPaths) -> bool:
+    """Finished by the chief or by this worker: a worker must not wait for the chief's
+    result.json, which the chief may write a moment later than the worker finishes its copy
+    (training again would desynchronise the collectives)."""
+    return paths.finished() or (self.worker is not None and self.own(paths).finished())
+
+  def locked(self, paths: store.RunPaths):
+    return store.locked(paths) if self.worker is None else contextlib.nullcontext()

@@ -1,0 +1,74 @@
+"""A sweep: every run that a set of flags asks for, and what can be checked before training.
+
+  runs = sweep.grid(base, methods=["finetune", "lr_rewind"], densities=[0.8, 0.64], seeds=[1, 2])
+  sweep.check(runs)                  # every setting, every density of every network
+  steps = sweep.snapshot_steps(runs) # the dense steps the grid restores
+
+`grid` and `snapshot_steps` are pure; `check` builds each network once (TensorFlow)
+to prove that every density keeps a weight under its scope and structure.
+"""
+
+import dataclasses
+from typing import List, Optional, Sequence
+
+from tfrewind import hparams as hp_lib
+from tfrewind import names
+
+
+def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float],
+         seeds: Sequence[int], retrains: Sequence[Optional[str]] = (None,)) -> List[hp_lib.HParams]:
+  """Every run of a sweep: methods x densities (one-shot) x budgets x seeds."""
+  out = []
+  for seed in seeds:
+    for method in methods:
+      for retrain in retrains:
+        for density in (densities if base.schedule == "one_shot" else [base.density]):
+          out.append(dataclasses.replace(base, seed=seed, method=method, density=density,
+                                         retrain=retrain if retrain is not None else base.retrain))
+  return out
+
+
+def snapshot_steps(runs: Sequence[hp_lib.HParams]) -> List[int]:
+  """Dense steps whose state some run of the grid restores."""
+  return sorted({p.weights_from for p in (hp.plan() for hp in runs) if p.weights_from is not None})
+
+
+def validate(runs: Sequence[hp_lib.HParams]) -> None:
+  """Every run's settings (ValueError naming the first bad one); no TensorFlow."""
+  for hp in runs:
+    hp.validate()
+
+
+def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
+  """Raises ValueError unless every density of every run keeps a weight of its network.
+
+  Computes the masks of the smallest density of each (network, scope,
+  structure, criterion) on the freshly built network, exactly as the prune
+  will: a layerwise or channel density that empties a kernel fails here, not
+  after hours of dense training.
+  """
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning import masks  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
+  smallest = {}
+  for hp in runs:
+    key = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset, hp.scope,
+           hp.structure, hp.criterion)
+    smallest[key] = min(smallest.get(key, 1.0), min(hp.densities))
+  for (model, overrides, dataset, scope, structure, criterion), density in smallest.items():
+    try:
+      net = sparsity.prunable(registry.build_model(
+          model, num_classes=names.num_classes(dataset), input_shape=(32, 32, 3),
+          **dict(overrides)), structure=structure)
+    except ValueError as e:
+      raise ValueError(f"--model={model}: {e}") from None
+    try:
+      sparsity.new_masks(net, density, scope=scope, structure=structure, criterion=criterion)
+    except masks.NothingKept as e:
+      raise ValueError(f"density {density:.3g} keeps no weight of {model} with --scope={scope} "
+                       f"--structure={structure} ({e})") from None
+    except ValueError as e:
+      raise ValueError(f"--model={model} --scope={scope} --structure={structure}: {e}") from None
+    finally:
+      keras.backend.clear_session()

@@ -1,0 +1,330 @@
+"""Training one phase of a run: build the network, fit it from its last good state, measure it.
+
+Plain functions under the Runner (tfrewind.experiment), which decides what to
+run and holds the locks. A phase resumes from its newest readable epoch
+checkpoint; the input pipeline is positioned at the resumed step, so with
+--deterministic a resumed phase ends bitwise equal to an uninterrupted one.
+Checkpoints never hold non-finite weights, so a diverged run, rerun once its
+cause is fixed, resumes from its last finite state.
+"""
+
+import dataclasses
+import gzip
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_callbacks
+
+import tf_keras as keras
+from tfrewind import data as data_lib
+from tfrewind import hparams as hp_lib
+from tfrewind import lr as lr_lib
+from tfrewind import macs as flops_lib
+from tfrewind import names
+from tfrewind import rewind
+from tfrewind import store
+from tfrewind.errors import RunFailed
+from tfrewind.models import registry
+from tfrewind.pruning import slim as slim_lib
+from tfrewind.pruning import sparsity
+
+
+@dataclasses.dataclass
+class Env:
+  """How runs execute (never part of a run's identity)."""
+  root: str = "runs"
+  strategy: Optional[tf.distribute.Strategy] = None
+  jit_compile: bool = False
+  steps_per_execution: int = 1
+  deterministic: bool = False
+  verbose: int = 1
+  # Dense steps to snapshot for weight restoring (all the grid needs, so one dense run serves all).
+  snapshot_steps: Sequence[int] = ()
+  # Multi-worker training: every worker trains in lockstep, only the chief (None) writes to
+  # the root; worker i writes its copies under <root>/.worker<i> (tfrewind.platform).
+  worker: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One fit of a run: optimizer steps start..end, from `initial` (a checkpoint) or scratch."""
+  kind: str  # "dense" or "prune"
+  round: int  # 0 for dense
+  start: int
+  end: int
+  initial: Optional[str] = None
+  callbacks: Sequence[keras.callbacks.Callback] = ()
+
+
+# DataFn(round, first step of the phase's stream) -> Bundle: the Runner caches decoded arrays.
+DataFn = Callable[[hp_lib.HParams, int, int], data_lib.Bundle]
+
+
+class StopAtStep(keras.callbacks.Callback):
+  """Ends fit() when optimizer.iterations reaches `step` (a phase's last step)."""
+
+  def __init__(self, step):
+    super().__init__()
+    self.step = step
+
+  def on_train_batch_end(self, batch, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) >= self.step:
+      self.model.stop_training = True
+
+
+def all_finite(model) -> bool:
+  return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.weights
+                             if v.dtype.is_floating]).numpy())
+
+
+class EpochBackup(keras.callbacks.Callback):
+  """Checkpoints model and optimizer at every epoch end (keeps the last two), if finite.
+
+  Our own rather than keras' BackupAndRestore because the runner must know the
+  resumed step before fit() starts, to position the input pipeline there.
+  tf_keras calls on_epoch_end after TerminateOnNaN has stopped training, so a
+  non-finite state would reach the checkpoint: it is skipped instead.
+  """
+
+  def __init__(self, manager):
+    super().__init__()
+    self.manager = manager
+
+  def on_epoch_end(self, epoch, logs=None):
+    loss = (logs or {}).get("loss")
+    if (loss is not None and not np.isfinite(loss)) or not all_finite(self.model):
+      logging.warning("epoch %d ended with a non-finite loss or weights: not checkpointed", epoch)
+      return
+    self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+
+
+class Ledger(keras.callbacks.Callback):
+  """Appends one line per fit() session to trained.jsonl: which steps this process trained."""
+
+  def __init__(self, path, phase):
+    super().__init__()
+    self.path, self.phase = path, phase
+
+  def on_train_begin(self, logs=None):
+    self._start = int(self.model.optimizer.iterations.numpy())
+    self._t0 = time.time()
+
+  def on_train_end(self, logs=None):
+    end = int(self.model.optimizer.iterations.numpy())
+    store.append_line(self.path, {"phase": self.phase, "start": self._start, "end": end,
+                                  "steps": end - self._start, "pid": os.getpid(),
+                                  "seconds": round(time.time() - self._t0, 3)})
+
+
+def write_hparams_summary(log_dir: str, hp: hp_lib.HParams, kind: str, round_: int) -> None:
+  """Records the run in TensorBoard's HParams plugin so methods and densities compare."""
+  from tensorboard.plugins.hparams import api as hp_api  # pylint: disable=g-import-not-at-top
+  values = {"kind": kind, "model": hp.model, "dataset": hp.dataset, "seed": hp.seed}
+  if kind == "prune":
+    values.update(method=hp.method, schedule=hp.schedule, round=round_,
+                  density=hp.densities[min(round_, len(hp.densities)) - 1],
+                  structure=hp.structure)
+  with tf.summary.create_file_writer(os.path.join(log_dir, "hparams")).as_default():
+    hp_api.hparams(values)
+
+
+def write_final_scalars(log_dir: str, result: Dict) -> None:
+  with tf.summary.create_file_writer(os.path.join(log_dir, "hparams")).as_default():
+    for key in ("test_accuracy", "val_accuracy", "density"):
+      if result.get(key) is not None:
+        tf.summary.scalar(key, result[key], step=result["steps"])
+
+
+def lr_schedule(hp: hp_lib.HParams) -> lr_lib.StepDecay:
+  """The dense run's LR schedule."""
+  return lr_lib.StepDecay(hp.lr, hp.boundaries, hp.lr_factor)
+
+
+def build(hp: hp_lib.HParams, strategy=None, jit_compile: bool = False,
+          steps_per_execution: int = 1):
+  """The compiled prunable model of `hp`, with a built optimizer (so restores are immediate)."""
+  strategy = strategy or tf.distribute.get_strategy()
+  keras.mixed_precision.set_global_policy("mixed_float16" if hp.mixed_precision else "float32")
+  with strategy.scope():
+    model = sparsity.prunable(registry.build_model(
+        hp.model, num_classes=names.num_classes(hp.dataset), input_shape=(32, 32, 3),
+        **hp.model_overrides()), structure=hp.structure)
+    optimizer = keras.optimizers.SGD(lr_schedule(hp), momentum=hp.momentum, nesterov=hp.nesterov)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
+    getattr(model.optimizer, "inner_optimizer", model.optimizer).build(
+        model.trainable_variables)
+  return model
+
+
+def _fresh_model(hp: hp_lib.HParams, round_: int, env: Env):
+  """The seeded network a phase starts from: the same initial weights in every process."""
+  keras.utils.set_random_seed(hp.seed * 1000 + round_)
+  if env.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.backend.clear_session()
+  return build(hp, env.strategy, env.jit_compile, env.steps_per_execution)
+
+
+def train_phase(hp: hp_lib.HParams, paths: store.RunPaths, phase: Phase, env: Env,
+                data: DataFn, dense_run: str) -> None:
+  """Trains `phase` into `paths` (resuming what is there) and writes its result."""
+  t0 = time.time()
+  os.makedirs(paths.dir, exist_ok=True)
+  store.remove_leftovers(paths)
+  if not os.path.exists(paths.hparams):
+    # Derived values too, so that the report reads JSON and never imports training code.
+    store.write_json(paths.hparams, {
+        "kind": phase.kind, "round": phase.round, "hparams": hp.to_json(),
+        "density_target": hp.densities[phase.round - 1] if phase.kind == "prune" else 1.0,
+        "dense_run": dense_run, "steps": phase.end - phase.start,
+        "epoch_steps": hp.steps_per_epoch()})
+  logging.info("%s run %s", phase.kind, paths.dir)
+  model = _fresh_model(hp, phase.round, env)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  manager = tf.train.CheckpointManager(checkpoint, paths.backup, max_to_keep=2)
+  if restore_final(checkpoint, paths, model, phase.end):
+    # Trained, but its result was lost (a kill between the two writes, or a corrupt file).
+    finish(hp, paths, model, checkpoint, data(hp, phase.round, 0), phase.kind, t0)
+    return
+  if not restore_backup(checkpoint, manager) and phase.initial is not None:
+    try:
+      checkpoint.read(phase.initial).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+      raise RuntimeError(f"cannot read {phase.initial} ({type(e).__name__}): delete the "
+                         f"result.json beside it to retrain that run") from None
+  step = int(model.optimizer.iterations.numpy())
+  if step < phase.start and (phase.kind != "dense" or step != 0):
+    raise RuntimeError(f"{paths.dir}: starts at step {step}, expected {phase.start}")
+  bundle = data(hp, phase.round, step - phase.start)
+  steps_per_epoch = hp.steps_per_epoch(bundle.steps_per_epoch)
+  write_hparams_summary(paths.tensorboard, hp, phase.kind, phase.round)
+  callbacks = [*phase.callbacks, StopAtStep(phase.end), keras.callbacks.TerminateOnNaN(),
+               EpochBackup(manager), Ledger(paths.ledger, phase.kind),
+               keras.callbacks.CSVLogger(paths.metrics, append=True),
+               pruning_callbacks.PruningSummaries(paths.tensorboard, update_freq="epoch",
+                                                 profile_batch=0)]
+  label = (f"dense {hp.model} seed {hp.seed}" if phase.kind == "dense" else
+           f"{hp.method} round {phase.round} density {hp.densities[phase.round - 1]:.4g}")
+  if env.verbose:
+    print(f"== {label} | steps {step}..{phase.end} | {paths.dir}", flush=True)
+  eval_data = bundle.validation if bundle.validation is not None else bundle.test
+  history = model.fit(bundle.train, epochs=math.ceil((phase.end - phase.start) / steps_per_epoch),
+                      initial_epoch=(step - phase.start) // steps_per_epoch,
+                      steps_per_epoch=steps_per_epoch, validation_data=eval_data,
+                      callbacks=callbacks, verbose=env.verbose)
+  reached = int(model.optimizer.iterations.numpy())
+  if any(not np.isfinite(l) for l in history.history.get("loss", [])) or reached < phase.end:
+    store.write_json(paths.failed, {"reason": "loss became NaN or Inf", "step": reached,
+                                    "phase": phase.kind,
+                                    "resume_from": _newest_step(manager)})
+    raise RunFailed(f"{paths.dir}: loss became NaN or Inf near step {reached}; see "
+                    f"{paths.failed} (a rerun resumes from the last finite checkpoint)")
+  finish(hp, paths, model, checkpoint, bundle, phase.kind, t0)
+
+
+def _newest_step(manager) -> Optional[int]:
+  return int(manager.latest_checkpoint.rsplit("-", 1)[1]) if manager.latest_checkpoint else None
+
+
+def replay_dense(hp: hp_lib.HParams, paths: store.RunPaths, steps: Sequence[int], env: Env,
+                 data: DataFn) -> None:
+  """Retrains the dense trunk from its initialisation to max(steps), saving a snapshot at each.
+
+  The same seed builds the same initial weights and the input stream is a pure
+  function of the seed, so the replay follows the dense run's trajectory
+  (bitwise under --deterministic). Only the snapshots are written, and a ledger
+  line with phase "replay".
+  """
+  model = _fresh_model(hp, 0, env)
+  # SnapshotCallback fires before a batch: the batch after the last step reaches it.
+  stop = max(steps) + 1
+  bundle = data(hp, 0, 0)
+  steps_per_epoch = hp.steps_per_epoch(bundle.steps_per_epoch)
+  callbacks = [rewind.SnapshotCallback(k, paths.snapshot(k)) for k in steps]
+  callbacks += [StopAtStep(stop), Ledger(paths.ledger, "replay")]
+  model.fit(bundle.train, epochs=math.ceil(stop / steps_per_epoch),
+            steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
+
+
+def restore_final(checkpoint, paths, model, end) -> bool:
+  if not tf.io.gfile.exists(paths.final_ckpt + ".index"):
+    return False
+  try:
+    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched()
+  except (tf.errors.OpError, ValueError, AssertionError) as e:
+    logging.warning("final checkpoint %s is unreadable (%s): retraining", paths.final_ckpt,
+                    type(e).__name__)
+    return False
+  return int(model.optimizer.iterations.numpy()) == end
+
+
+def restore_backup(checkpoint, manager) -> bool:
+  """Restores the newest readable epoch checkpoint; warns about and skips corrupt ones."""
+  for path in reversed(manager.checkpoints):
+    try:
+      checkpoint.read(path).assert_existing_objects_matched()
+      return True
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+      logging.warning("checkpoint %s is unreadable (%s): resuming from an earlier state",
+                      path, type(e).__name__)
+  return False
+
+
+def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle) -> Dict:
+  """What result.json records of a trained model (less the wall time)."""
+  evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
+  density = float(sparsity.density(model))
+  result = {"test_accuracy": float(evaluation["accuracy"]),
+            "test_loss": float(evaluation["loss"]), "density": density,
+            "layer_densities": sparsity.layer_densities(model),
+            "steps": int(model.optimizer.iterations.numpy())}
+  macs = flops_lib.flops(model)
+  stripped = sparsity.strip(model)
+  result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
+                flops_speedup=macs["speedup"], compression=1.0 / density if density else None,
+                **saved_size(stripped))
+  if hp.structure == "channel":
+    result["parameters"] = int(stripped.count_params())
+    result["slim_parameters"] = int(slim_lib.slim(model).count_params())
+  if bundle.validation is not None:
+    result["val_accuracy"] = float(model.evaluate(bundle.validation, verbose=0,
+                                                  return_dict=True)["accuracy"])
+  return result
+
+
+def finish(hp, paths, model, checkpoint, bundle, kind, t0) -> None:
+  """Writes the final checkpoint, then result.json (the run is finished from there on)."""
+  result = measure(hp, model, bundle)
+  result.update(wall_time_s=round(time.time() - t0, 3), kind=kind)
+  tmp = tempfile.mkdtemp(prefix="final.tmp-", dir=paths.dir)
+  checkpoint.write(os.path.join(tmp, "ckpt"))
+  store.replace_dir(tmp, paths.final)
+  write_final_scalars(paths.tensorboard, result)
+  store.write_json(paths.result, result)  # last: the run is finished from here on
+  if os.path.exists(paths.failed):  # a success replaces the failure record
+    os.replace(paths.failed, paths.failed + ".resolved")
+  store.append_line(paths.ledger, {"phase": "finished", "pid": os.getpid(),
+                                   "steps": 0, "start": result["steps"], "end": result["steps"]})
+  shutil.rmtree(paths.backup, ignore_errors=True)
+
+
+def saved_size(stripped) -> Dict[str, int]:
+  """Bytes of a stripped model's saved weights (stripped_bytes), raw and gzipped.
+
+  Pruned weights are zeros, so gzip shows what the sparsity is worth on disk.
+  """
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "weights.h5")
+    stripped.save_weights(path)
+    with open(path, "rb") as f:
+      raw = f.read()
+  return {"stripped_bytes": len(raw), "stripped_gzip_bytes": len(gzip.compress(raw, 6))}
