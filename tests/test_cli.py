@@ -63,6 +63,8 @@ def test_every_flag_file_parses_and_validates(capsys):
   assert counts["resnet20_one_shot.flags"] == 60  # 3 methods x 20 densities
   assert counts["renda_resnet56_budgets.flags"] == 300  # 3 methods x 10 densities x 10 budgets
   assert counts["wrn16_8_iterative.flags"] == 3
+  # 6 methods x 10 densities x 10 budgets, and clr again on random masks
+  assert counts["retraining_variants.flags"] == 700
   flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([
       f"--flagfile={os.path.join(REPO, 'flags', 'resnet20_one_shot.flags')}",
       f"--flagfile={os.path.join(REPO, 'flags', 'common', 'controls.flags')}"]))
@@ -97,6 +99,32 @@ def test_flag_files_carry_the_papers_hyperparameters(capsys):
   assert renda.cycle_steps == 182 * 390 and not renda.nesterov and renda.validation
   assert first("resnet56_cifar100_one_shot.flags").dataset == "cifar100"
   assert first("resnet20_structured.flags").structure == "channel"
+
+
+def test_retraining_variants_run_from_the_quickstart_and_the_report_draws_them(tmp_path, capsys):
+  root, report = str(tmp_path / "runs"), str(tmp_path / "report")
+  status, out, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL,
+                          "--methods=finetune,slr,clr,llr"], capsys)
+  assert status == 0, err
+  assert all(m in out for m in ("slr", "clr", "llr"))
+  assert cli(["report", f"--root={root}", f"--out={report}"], capsys)[0] == 0
+  table = open(os.path.join(report, "results.csv")).read()
+  assert all(f",{m}," in table for m in ("finetune", "slr", "clr", "llr"))
+  md = open(os.path.join(report, "report.md")).read()
+  assert "a large-LR schedule (slr/clr/llr) beats fine-tuning" in md
+  assert os.path.exists(os.path.join(report, "resnet8_synthetic_one_shot_unstructured.png"))
+
+
+def test_sweep_print_runs_random_controls_as_their_own_lines(capsys):
+  status, out, _ = cli(["sweep", f"--flagfile={QUICK}", "--methods=lr_rewind,clr",
+                        "--random_controls=clr", "--print"], capsys)
+  lines = out.strip().splitlines()
+  assert status == 0 and len(lines) == 3
+  assert sum("--method=clr" in l and "--criterion=random" in l for l in lines) == 1
+  assert all(l.endswith("--random_controls=") or "--random_controls= " in l for l in lines)
+  status, _, err = cli(["sweep", f"--flagfile={QUICK}", "--random_controls=slr", "--print"],
+                       capsys)
+  assert status == 2 and "--random_controls=slr names no method of the grid" in err
 
 
 def test_sweep_print_gives_one_command_per_run(tmp_path, capsys):

@@ -63,5 +63,5 @@ def test_dense_identity_ignores_every_branch_setting_and_rounds_differ():
 def test_stored_hparams_with_an_unknown_key_are_an_error():
   stored = hparams.HParams().to_json()
   assert hparams.HParams.from_json(stored) == hparams.HParams()
-  with pytest.raises(ValueError, match=r"unknown key\(s\) \['warmup'\]"):
-    hparams.HParams.from_json({**stored, "warmup": 0.1})
+  with pytest.raises(ValueError, match=r"unknown key\(s\) \[.warmup_epochs.\]"):
+    hparams.HParams.from_json({**stored, "warmup_epochs": 5})

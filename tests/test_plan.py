@@ -50,7 +50,7 @@ def test_registry_entries_read_only_real_retraining_settings():
 
 def test_a_registered_method_is_usable_everywhere_by_its_name(monkeypatch):
   @plan.method("half_rewind", reads=("retrain",), help="LR from N/2")
-  def _half(n, k, t, weights_from, lr_from):
+  def _half(n, k, t, weights_from, lr_from, warmup):
     return plan.Retrain(None, n // 2, n - n // 2)
   try:
     assert plan.retrain_plan("half_rewind", 100) == plan.Retrain(None, 50, 50)

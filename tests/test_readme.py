@@ -37,3 +37,24 @@ def test_readme_callback_example_prunes_to_the_asked_density_with_each_method(tm
   lines = out.getvalue().split()
   assert lines == ["finetune", "0.512", "weight_rewind", "0.512", "lr_rewind", "0.512"]
   assert os.path.isdir(tmp_path / "logs" / "lr_rewind")
+
+
+def test_readme_architecture_section_lists_exactly_the_modules_of_the_tree():
+  section = re.search(r"## Architecture\n(.*?)\n## ", _readme(), re.S).group(1)
+  listed = set()
+  for cell in re.findall(r"^\| (`tfrewind/[^|]*) \|", section, re.M):
+    names = re.findall(r"`([^`]+)`", cell)
+    folder = os.path.dirname(names[0])
+    for name in names:
+      path = name if "/" in name else os.path.join(folder, name)
+      if path.endswith("/"):  # a package: all its modules
+        listed |= {os.path.join(path, f) for f in os.listdir(os.path.join(REPO, path))
+                   if f.endswith(".py") and f != "__init__.py"}
+      else:
+        listed.add(path)
+  tree = set()
+  for folder, _, files in os.walk(os.path.join(REPO, "tfrewind")):
+    for f in files:
+      if f.endswith(".py") and f != "__init__.py":
+        tree.add(os.path.relpath(os.path.join(folder, f), REPO))
+  assert listed == tree, (sorted(tree - listed), sorted(listed - tree))

@@ -1,5 +1,7 @@
 """tfrewind.sweep: the grid, the snapshot steps it needs, and the checks made before training."""
 
+import dataclasses
+
 import pytest
 
 from tfrewind import hparams
@@ -45,7 +47,6 @@ def test_validate_names_the_first_bad_setting():
     (dict(density=0.02, scope="layerwise", structure="channel"), "--structure=channel"),
 ])
 def test_densities_that_empty_a_kernel_fail_before_training(change, match):
-  import dataclasses  # pylint: disable=g-import-not-at-top
   hp = dataclasses.replace(hparams.HParams(), **change)
   with pytest.raises(ValueError, match=match):
     sweep.check_densities([hparams.HParams(density=0.5), hp])
@@ -54,3 +55,11 @@ def test_densities_that_empty_a_kernel_fail_before_training(change, match):
 def test_densities_that_keep_weights_pass():
   sweep.check_densities([hparams.HParams(density=0.01),
                          hparams.HParams(density=0.1, scope="layerwise", structure="channel")])
+
+
+def test_random_controls_add_the_random_mask_runs_of_their_methods_only():
+  runs = sweep.grid(BASE, ["finetune", "clr"], [0.5, 0.2], [1], random_controls=["clr"])
+  assert [(r.method, r.criterion) for r in runs] == [
+      ("finetune", "magnitude")] * 2 + [("clr", "magnitude")] * 2 + [("clr", "random")] * 2
+  assert sweep.grid(dataclasses.replace(BASE, criterion="random"), ["clr"], [0.5], [1],
+                    random_controls=["clr"])[0].criterion == "random"

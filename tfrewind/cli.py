@@ -55,6 +55,8 @@ flags.DEFINE_list("methods", None, "grid: retraining methods (overrides --method
 flags.DEFINE_string("densities", None, "grid: one-shot densities, e.g. 0.8^1..20 or 0.5,0.2")
 flags.DEFINE_list("seeds", None, "grid: seeds (overrides --seed)")
 flags.DEFINE_list("retrains", None, "grid: retraining budgets, e.g. 10ep,40ep (Renda)")
+flags.DEFINE_list("random_controls", [], "grid: methods also run with --criterion=random "
+                  "(the same counts, a random mask), e.g. clr")
 flags.DEFINE_float("step", None, "iterative: fraction of the remaining weights removed per "
                    "round (sets --rate to 1 - step)")
 flags.DEFINE_string("root", "runs", "folder of run folders")
@@ -125,7 +127,11 @@ def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
     densities = [FLAGS.density]
   else:
     densities = hp_lib.expand_densities(FLAGS.densities)
-  runs = sweep.grid(base, methods, densities, seeds, retrains)
+  unknown = sorted(set(FLAGS.random_controls) - set(methods))
+  if unknown:
+    raise UsageError(f"--random_controls={','.join(unknown)} names no method of the grid "
+                     f"({','.join(methods)})")
+  runs = sweep.grid(base, methods, densities, seeds, retrains, FLAGS.random_controls)
   sweep.validate(runs)
   if check_networks:
     sweep.check_densities(runs)
@@ -176,7 +182,7 @@ def _print_table(rows):
 
 
 _GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "method", "density", "seed",
-               "retrain", "print", "snapshot_steps")
+               "retrain", "print", "snapshot_steps", "random_controls")
 
 
 def cmd_sweep(raw_args) -> int:
@@ -203,6 +209,9 @@ def cmd_sweep(raw_args) -> int:
       args.append(f"--density={hp.density!r}")
     if hp.retrain is not None:
       args.append(f"--retrain={hp.retrain}")
+    if FLAGS.random_controls:
+      # The line runs one criterion, whatever its flag files' --random_controls say.
+      args += [f"--criterion={hp.criterion}", "--random_controls="]
     if steps:
       args.append(f"--snapshot_steps={','.join(map(str, steps))}")
     line = " ".join(shlex.quote(a) for a in args)

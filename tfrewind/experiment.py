@@ -97,6 +97,7 @@ class Runner:
             cycle_steps=hp.cycle_steps, rewind_step=hp.to_steps("rewind_step"),
             finetune_lr=hp.finetune_lr, retrain_steps=hp.to_steps("retrain"),
             weights_from=hp.to_steps("weights_from"), lr_from=hp.to_steps("lr_from"),
+            warmup=hp.warmup,
             scope=hp.scope, structure=hp.structure, criterion=hp.criterion, seed=hp.seed,
             reset_momentum=hp.reset_momentum, restore_optimizer=hp.restore_optimizer,
             dense_trained=True, snapshot=snapshot, start_step=start, verbose=self.env.verbose)

@@ -72,6 +72,8 @@ class HParams:
       f"{m.name}: {m.help}" for m in plan_lib.METHODS.values()))
   rewind_step: str = _f("8000it", "retrain", "K: weight rewinding restores step K")
   finetune_lr: float = _f(0.001, "retrain", "constant LR of fine-tuning")
+  warmup: float = _f(0.1, "retrain", "slr/clr: linear warm-up from lr_min to lr_max, a "
+                     "fraction of the round's T steps (W = round(warmup * T))")
   retrain: Optional[str] = _f(None, "retrain", "T: retraining budget per round (method default)")
   weights_from: Optional[str] = _f(None, "retrain", "custom: restore weights of this step "
                                    "(unset: keep trained weights)")
@@ -110,8 +112,8 @@ class HParams:
 
   def plan(self) -> plan_lib.Retrain:
     return plan_lib.retrain_plan(self.method, self.cycle_steps, self.to_steps("rewind_step"),
-                               self.to_steps("retrain"), self.to_steps("weights_from"),
-                               self.to_steps("lr_from"))
+                                 self.to_steps("retrain"), self.to_steps("weights_from"),
+                                 self.to_steps("lr_from"), self.warmup)
 
   def model_overrides(self) -> Dict[str, Any]:
     names = {"width": "width", "bn_momentum": "bn_momentum", "bn_epsilon": "bn_epsilon",

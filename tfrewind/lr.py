@@ -94,12 +94,22 @@ def as_schedule(lr: Union[float, LearningRateSchedule, Callable[[int], float]],
                    f"got {lr!r}")
 
 
+# Rewindable.shape values: replay the base schedule, or one of the retraining shapes.
+_REPLAY, _SHAPES = 0, {"slr": 1, "clr": 2, "llr": 3}
+
+
 @keras.utils.register_keras_serializable(package="tfrewind")
 class Rewindable(LearningRateSchedule):
-  """base(step - offset), or a constant LR while `constant` is non-negative.
+  """base(step - offset), a constant LR, or a retraining shape over a round.
 
-  `offset` and `constant` are variables set between steps (by RewindCallback),
-  so changing them never retraces the train function.
+  Its state lives in variables set between steps (by RewindCallback), so
+  changing it never retraces the train function:
+  * `rewind(to, at)`: from step `at` on, base(to + (step - at)) (weight and LR rewinding);
+  * `hold(value)`: a constant (fine-tuning);
+  * `restart(shape, at, steps, warmup, cycle)`: slr, clr or llr over the `steps`
+    steps from `at` (tfrewind.plan documents the formulas), with lr_max = base(0)
+    and lr_min = base(cycle - 1). The shapes are computed in float64 and
+    rounded once to float32.
 
   Example:
     >>> lr = Rewindable(StepDecay(0.1, [100], 0.1))
@@ -112,26 +122,56 @@ class Rewindable(LearningRateSchedule):
     self.base = base
     self.offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="lr_offset")
     self.constant = tf.Variable(-1.0, dtype=tf.float32, trainable=False, name="lr_constant")
+    self.shape = tf.Variable(_REPLAY, dtype=tf.int32, trainable=False, name="lr_shape")
+    # start, T, W, N of the current shape; lr_max, lr_min of the base schedule
+    self.round = tf.Variable([0, 1, 0, 1], dtype=tf.int64, trainable=False, name="lr_round")
+    self.range = tf.Variable([0.0, 0.0], dtype=tf.float64, trainable=False, name="lr_range")
 
   def __call__(self, step):
     step = tf.cast(step, tf.int64)
     replayed = tf.cast(self.base(step - self.offset), tf.float32)
-    return tf.where(self.constant >= 0.0, self.constant, replayed)
+    start, steps, warmup, cycle = tf.unstack(self.round)
+    hi, lo = tf.unstack(self.range)
+    t = step - start
+    rest = tf.maximum(steps - warmup, 1)
+    after = t - warmup
+    warm = lo + (hi - lo) * tf.cast(t, tf.float64) / tf.cast(tf.maximum(warmup, 1), tf.float64)
+    compressed = tf.cast(tf.cast(self.base(after * cycle // rest), tf.float32), tf.float64)
+    cosine = lo + (hi - lo) * (1.0 + tf.cos(np.pi * tf.cast(after, tf.float64)
+                                            / tf.cast(rest, tf.float64))) / 2.0
+    linear = hi * (1.0 - tf.cast(t, tf.float64) / tf.cast(steps, tf.float64))
+    shaped = tf.where(t < warmup, warm,
+                      tf.where(tf.equal(self.shape, _SHAPES["slr"]), compressed, cosine))
+    shaped = tf.where(tf.equal(self.shape, _SHAPES["llr"]), linear, shaped)
+    value = tf.where(tf.equal(self.shape, _REPLAY), replayed, tf.cast(shaped, tf.float32))
+    return tf.where(self.constant >= 0.0, self.constant, value)
 
   def rewind(self, to: int, at: int) -> None:
     """From optimizer step `at` on, the LR is base(to + (step - at))."""
     self.offset.assign(int(at) - int(to))
     self.constant.assign(-1.0)
+    self.shape.assign(_REPLAY)
 
   def hold(self, value: float) -> None:
     """Use the constant `value` (fine-tuning) until the next rewind."""
     self.constant.assign(float(value))
 
+  def restart(self, shape: str, at: int, steps: int, warmup: int, cycle: int) -> None:
+    """From step `at` on, the retraining shape `shape` ("slr", "clr", "llr") over `steps`."""
+    if shape not in _SHAPES:
+      raise ValueError(f"unknown LR shape {shape!r}: use one of {', '.join(_SHAPES)}")
+    if not 0 <= warmup < steps:
+      raise ValueError(f"warm-up {warmup} must be shorter than the round ({steps} steps)")
+    self.round.assign([int(at), int(steps), int(warmup), int(cycle)])
+    self.range.assign([float(np.float32(self.base(0))), float(np.float32(self.base(cycle - 1)))])
+    self.constant.assign(-1.0)
+    self.shape.assign(_SHAPES[shape])
+
   def value(self, step: int) -> float:
     return float(self(tf.constant(step, tf.int64)).numpy())
 
   def get_config(self):
-    # The offset is not serialised: RewindCallback recomputes it from the step.
+    # The state is not serialised: RewindCallback recomputes it from the step.
     return {"base": keras.optimizers.schedules.serialize(self.base)}
 
   @classmethod

@@ -12,6 +12,17 @@ Renda et al. (2020) is one entry of `METHODS`, name -> plan:
   reinit         the mask kept, weights re-drawn from their initializers, LR from 0 (control)
   custom         Retrain(weights_from, lr_from, T)
 
+and the retraining schedules that followed (trained weights, masks fixed, a new
+LR shape over the round's T steps, restarted every round; t = 0..T-1,
+W = round(warmup * T) (Python's round), R = T - W, lr_max = base(0),
+lr_min = base(N - 1) of the dense schedule `base`):
+
+  slr  scaled LR restarting (Le & Hua 2021): linear warm-up lr_min -> lr_max over W
+       steps, then base(floor((t - W) * N / R)): the whole schedule compressed into R
+  clr  cyclic LR restarting (Le & Hua 2021): the same warm-up, then
+       lr_min + (lr_max - lr_min) * (1 + cos(pi * (t - W) / R)) / 2
+  llr  linear (Zimmer et al. 2023): lr_max * (1 - t / T), no warm-up
+
 "Step K" is the state after K optimizer updates (optimizer.iterations == K).
 
 Adding a method is one `@method(...)` entry below: the CLI's --method, the
@@ -33,11 +44,16 @@ class Retrain:
   steps: retraining steps per round.
   reinit: the control of Renda et al.: keep the mask, re-draw every weight
     from the network's initializers (seeded), replay the whole schedule.
+  lr_shape: "slr", "clr" or "llr": the round's LR is that shape over its
+    `steps` (tfrewind.lr.Rewindable.restart) instead of a replay.
+  warmup: W, the warm-up steps of slr and clr.
   """
   weights_from: Optional[int]
   lr_from: Optional[int]
   steps: int
   reinit: bool = False
+  lr_shape: Optional[str] = None
+  warmup: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +65,7 @@ class Method:
   others do not enter its run folder's name.
   """
   name: str
-  plan: Callable[[int, int, Optional[int], Optional[int], Optional[int]], Retrain]
+  plan: Callable[..., Retrain]
   reads: Tuple[str, ...]
   help: str
 
@@ -58,7 +74,11 @@ METHODS: Dict[str, Method] = {}
 
 
 def method(name: str, reads: Tuple[str, ...], help: str):  # pylint: disable=redefined-builtin
-  """Registers `fn(n, k, t, weights_from, lr_from) -> Retrain` as method `name`."""
+  """Registers `fn(n, k, t, weights_from, lr_from, warmup) -> Retrain` as method `name`.
+
+  n: cycle steps N; k: rewind step K; t: budget T (None: the method's
+  default); weights_from, lr_from: custom steps (or None); warmup: a fraction.
+  """
   def register(fn):
     METHODS[name] = Method(name, fn, tuple(reads), help)
     return fn
@@ -67,13 +87,13 @@ def method(name: str, reads: Tuple[str, ...], help: str):  # pylint: disable=red
 
 @method("finetune", reads=("retrain", "finetune_lr"),
         help="keep the trained weights, constant LR finetune_lr")
-def _finetune(n, k, t, weights_from, lr_from):
+def _finetune(n, k, t, weights_from, lr_from, warmup):
   return Retrain(None, None, t or n)
 
 
 @method("weight_rewind", reads=("rewind_step", "retrain", "restore_optimizer"),
         help="weights and LR schedule from step K (a budget T sets K = N - T)")
-def _weight_rewind(n, k, t, weights_from, lr_from):
+def _weight_rewind(n, k, t, weights_from, lr_from, warmup):
   # A budget T means Renda's form: rewind weights and LR to step N - T.
   k = k if t is None else n - t
   if k < 0:
@@ -83,7 +103,7 @@ def _weight_rewind(n, k, t, weights_from, lr_from):
 
 @method("lr_rewind", reads=("retrain",),
         help="keep the trained weights, replay the last T steps of the LR schedule")
-def _lr_rewind(n, k, t, weights_from, lr_from):
+def _lr_rewind(n, k, t, weights_from, lr_from, warmup):
   t = t or n
   if t > n:
     raise ValueError(f"lr_rewind budget {t} is longer than the cycle ({n} steps)")
@@ -92,22 +112,49 @@ def _lr_rewind(n, k, t, weights_from, lr_from):
 
 @method("reinit", reads=(),
         help="control: keep the mask, re-draw the weights, the whole schedule")
-def _reinit(n, k, t, weights_from, lr_from):
+def _reinit(n, k, t, weights_from, lr_from, warmup):
   return Retrain(None, 0, n, reinit=True)
 
 
 @method("custom", reads=("retrain", "weights_from", "lr_from", "finetune_lr",
                          "restore_optimizer"),
         help="weights from --weights_from, LR from --lr_from, budget --retrain")
-def _custom(n, k, t, weights_from, lr_from):
+def _custom(n, k, t, weights_from, lr_from, warmup):
   if t is None:
     raise ValueError("method 'custom' needs retrain_steps")
   return Retrain(weights_from, lr_from, t)
 
 
+def _shaped(shape: str, n: int, t: Optional[int], warmup: float) -> Retrain:
+  t = t or n
+  if not 0 <= warmup < 1:
+    raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
+  return Retrain(None, None, t, lr_shape=shape, warmup=round(warmup * t))
+
+
+@method("slr", reads=("retrain", "warmup"),
+        help="scaled LR restarting: warm-up, then the dense schedule compressed into T")
+def _slr(n, k, t, weights_from, lr_from, warmup):
+  return _shaped("slr", n, t, warmup)
+
+
+@method("clr", reads=("retrain", "warmup"),
+        help="cyclic LR restarting: warm-up, then one cosine from lr_max to lr_min")
+def _clr(n, k, t, weights_from, lr_from, warmup):
+  return _shaped("clr", n, t, warmup)
+
+
+@method("llr", reads=("retrain",), help="linear LR from lr_max to 0 over T, no warm-up")
+def _llr(n, k, t, weights_from, lr_from, warmup):
+  return _shaped("llr", n, t, 0.0)
+
+
+LR_SHAPES = ("slr", "clr", "llr")
+
+
 def retrain_plan(method_name: str, cycle_steps: int, rewind_step: int = 0,
                  retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
-                 lr_from: Optional[int] = None) -> Retrain:
+                 lr_from: Optional[int] = None, warmup: float = 0.1) -> Retrain:
   """The Retrain of a named method.
 
   Example:
@@ -121,7 +168,7 @@ def retrain_plan(method_name: str, cycle_steps: int, rewind_step: int = 0,
     retrain_steps = positive_int("retrain_steps", retrain_steps)
   plan = METHODS[method_name].plan(
       n, int(rewind_step), retrain_steps, None if weights_from is None else int(weights_from),
-      None if lr_from is None else int(lr_from))
+      None if lr_from is None else int(lr_from), float(warmup))
   for name, value in (("weights_from", plan.weights_from), ("lr_from", plan.lr_from)):
     if value is not None and not 0 <= value <= n:
       raise ValueError(f"{name} (rewind step) {value} is outside the cycle [0, {n}]")

@@ -76,7 +76,9 @@ class RewindCallback(_StepCallback):
   step must be a multiple of it.
 
   Args:
-    method: "finetune", "weight_rewind", "lr_rewind" or "custom".
+    method: a name of tfrewind.plan.METHODS: "finetune", "weight_rewind",
+      "lr_rewind", "reinit", "custom", or the retraining schedules "slr",
+      "clr", "llr".
     schedule: OneShot or Iterative: the density of each round.
     cycle_steps: N, the length of the dense training (and of LR rewinding).
     lr: the LR schedule (a LearningRateSchedule, a float or a `step -> lr`
@@ -84,7 +86,8 @@ class RewindCallback(_StepCallback):
     rewind_step: K, for weight rewinding.
     finetune_lr: the constant LR of fine-tuning.
     retrain_steps, weights_from, lr_from: the general form (method="custom"),
-      or a budget for finetune / lr_rewind.
+      or a budget for finetune / lr_rewind / slr / clr / llr.
+    warmup: slr and clr: the warm-up, a fraction of the round.
     scope, structure, criterion, seed: passed to `tfrewind.prune`.
     reset_momentum: zero the optimizer state at every prune (Mikler).
     restore_optimizer: weight rewinding also restores the optimizer slots of
@@ -103,7 +106,7 @@ class RewindCallback(_StepCallback):
   def __init__(self, method: str, schedule: schedules_lib.RoundSchedule, cycle_steps: int,
                lr=None, rewind_step: int = 0, finetune_lr: float = 1e-3,
                retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
-               lr_from: Optional[int] = None, scope: str = "global",
+               lr_from: Optional[int] = None, warmup: float = 0.1, scope: str = "global",
                structure: str = "unstructured", criterion: str = "magnitude", seed: int = 0,
                reset_momentum: bool = False, restore_optimizer: bool = True,
                dense_trained: bool = False, snapshot: Union[None, str, Snapshot] = None,
@@ -115,8 +118,8 @@ class RewindCallback(_StepCallback):
     self.method = method
     self.schedule = schedule
     self.cycle_steps = plan_lib.positive_int("cycle_steps", cycle_steps)
-    self.plan = plan_lib.retrain_plan(method, cycle_steps, rewind_step, retrain_steps, weights_from,
-                             lr_from)
+    self.plan = plan_lib.retrain_plan(method, cycle_steps, rewind_step, retrain_steps,
+                                      weights_from, lr_from, warmup)
     self.finetune_lr = float(finetune_lr)
     if not self.finetune_lr > 0:
       raise ValueError(f"finetune_lr must be positive, got {finetune_lr!r}")
@@ -257,7 +260,10 @@ class RewindCallback(_StepCallback):
           f"{-(-needed // steps)}")
 
   def _set_lr(self, prune_step):
-    if self.plan.lr_from is None:
+    if self.plan.lr_shape is not None:
+      self.lr_schedule.restart(self.plan.lr_shape, at=prune_step, steps=self.plan.steps,
+                               warmup=self.plan.warmup, cycle=self.cycle_steps)
+    elif self.plan.lr_from is None:
       self.lr_schedule.hold(self.finetune_lr)
     else:
       self.lr_schedule.rewind(to=self.plan.lr_from, at=prune_step)

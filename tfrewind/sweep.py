@@ -16,15 +16,23 @@ from tfrewind import names
 
 
 def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float],
-         seeds: Sequence[int], retrains: Sequence[Optional[str]] = (None,)) -> List[hp_lib.HParams]:
-  """Every run of a sweep: methods x densities (one-shot) x budgets x seeds."""
+         seeds: Sequence[int], retrains: Sequence[Optional[str]] = (None,),
+         random_controls: Sequence[str] = ()) -> List[hp_lib.HParams]:
+  """Every run of a sweep: methods x densities (one-shot) x budgets x seeds.
+
+  random_controls: methods also run with criterion "random" (the same counts, a
+  random mask), after the method's own runs.
+  """
   out = []
   for seed in seeds:
     for method in methods:
-      for retrain in retrains:
-        for density in (densities if base.schedule == "one_shot" else [base.density]):
-          out.append(dataclasses.replace(base, seed=seed, method=method, density=density,
-                                         retrain=retrain if retrain is not None else base.retrain))
+      controls = ["random"] if method in random_controls and base.criterion != "random" else []
+      for criterion in [base.criterion] + controls:
+        for retrain in retrains:
+          for density in (densities if base.schedule == "one_shot" else [base.density]):
+            out.append(dataclasses.replace(
+                base, seed=seed, method=method, density=density, criterion=criterion,
+                retrain=retrain if retrain is not None else base.retrain))
   return out
 
 

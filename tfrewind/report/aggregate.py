@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 KEYS = ["network", "dataset", "structure", "schedule", "method", "density"]
+# Retraining with a large LR, the claim of Renda et al. and of Le & Hua (tfrewind.plan).
+LARGE_LR = ("lr_rewind", "slr", "clr", "llr")
 
 
 def _read(path):
@@ -135,6 +137,16 @@ def claims(table: pd.DataFrame) -> str:
     worse = [f"{d:.3g}" for d in shared if d not in ok]
     parts.append(f"LR rewinding matches or beats weight rewinding at {len(ok)}/{len(shared)}"
                  + (f" (clearly worse at density {', '.join(worse)})" if worse else ""))
+  large = [m for m in LARGE_LR if m in pivot]
+  if "finetune" in pivot and large:
+    ft = pivot["finetune"]
+    shared = sorted(set(ft.index) & set().union(*(pivot[m].index for m in large)), reverse=True)
+    beats = [d for d in shared
+             if max(pivot[m].loc[d, "median"] for m in large if d in pivot[m].index)
+             > ft.loc[d, "median"]]
+    every = "at every density" if len(beats) == len(shared) else "not at every density"
+    parts.append(f"a large-LR schedule ({'/'.join(large)}) beats fine-tuning {every} "
+                 f"({len(beats)}/{len(shared)}, best median)")
   if parts and "trials" in table and (table["trials"] < 2).any():
     parts.append("a single seed somewhere: its interval is a point, so 'clearly' means little")
   return "; ".join(parts) if parts else "too few methods for the papers' claims"

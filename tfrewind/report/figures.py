@@ -9,10 +9,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
 COLORS = {"finetune": "tab:blue", "weight_rewind": "tab:orange", "lr_rewind": "tab:green",
-          "custom": "tab:purple", "reinit": "grey", "weight_rewind_low_lr": "silver"}
+          "custom": "tab:purple", "reinit": "grey", "weight_rewind_low_lr": "silver",
+          "slr": "tab:red", "clr": "tab:brown", "llr": "tab:pink"}
 LABELS = {"finetune": "fine-tuning", "weight_rewind": "weight rewinding",
           "lr_rewind": "LR rewinding", "custom": "custom", "reinit": "reinit (control)",
-          "weight_rewind_low_lr": "weight rewinding, low LR"}
+          "weight_rewind_low_lr": "weight rewinding, low LR",
+          "slr": "scaled LR restarting", "clr": "cyclic LR restarting", "llr": "linear LR"}
 
 
 def _line(ax, table, method, dashed, suffix, x="compression"):
