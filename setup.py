@@ -22,6 +22,7 @@ setup(
         "numpy>=1.26",
         "pandas>=2.0",
         "matplotlib>=3.7",
+        "scikit-learn>=1.3",  # the offline `digits` dataset of the quickstart
     ],
     extras_require={"test": ["pytest>=7.4", "pytest-xdist>=3.5"]},
     entry_points={"console_scripts": ["tfrewind=tfrewind.cli:run_main"]},

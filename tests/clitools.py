@@ -17,12 +17,16 @@ from absl import flags
 # Tests that start TensorFlow processes run in one xdist worker, one after another: several
 # at once on 2 cores starve multi-worker training of CPU (pytest.ini: --dist loadgroup).
 PROCESSES = pytest.mark.xdist_group("processes")
+# Sweeps of many short processes, insensitive to load: their own group, so that they run beside
+# the multi-worker tests rather than after them.
+SWEEPS = pytest.mark.xdist_group("sweeps")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(REPO, "flags", "quickstart.flags")
 # The quickstart made smaller still: 40 dense steps, rewind to step 10.
-SMALL = ["--train_steps=40it", "--epoch_steps=10it", "--lr_boundaries=20it,30it",
-         "--rewind_step=10it", "--synthetic_size=400", "--batch_size=32", "--verbose=0"]
+SMALL = ["--dataset=synthetic", "--densities=0.2", "--seeds=1", "--train_steps=40it",
+         "--epoch_steps=10it", "--lr_boundaries=20it,30it", "--rewind_step=10it",
+         "--synthetic_size=400", "--batch_size=32", "--verbose=0"]
 
 
 def cli(args, capsys=None):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from clitools import PROCESSES, QUICK, REPO, SMALL, cli, ledger, results, spawn
+from clitools import PROCESSES, QUICK, REPO, SMALL, SWEEPS, cli, ledger, results, spawn
 
 
 def test_quickstart_end_to_end_then_rerun_trains_nothing(tmp_path, capsys):
@@ -117,7 +117,8 @@ def test_retraining_variants_run_from_the_quickstart_and_the_report_draws_them(t
 
 def test_sweep_print_runs_random_controls_as_their_own_lines(capsys):
   status, out, _ = cli(["sweep", f"--flagfile={QUICK}", "--methods=lr_rewind,clr",
-                        "--random_controls=clr", "--print"], capsys)
+                        "--random_controls=clr", "--densities=0.2", "--seeds=1", "--print"],
+                       capsys)
   lines = out.strip().splitlines()
   assert status == 0 and len(lines) == 3
   assert sum("--method=clr" in l and "--criterion=random" in l for l in lines) == 1
@@ -244,7 +245,7 @@ def test_two_processes_on_one_root_train_the_dense_network_once(tmp_path):
   assert len(results(str(root))) == 3
 
 
-@PROCESSES
+@SWEEPS
 def test_sweep_print_lines_finish_in_every_order_two_at_a_time_training_dense_once(
     tmp_path, capsys):
   status, out, _ = cli(["sweep", f"--flagfile={QUICK}", "--root=ROOT", *SMALL, "--print"],

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clitools import (PROCESSES, QUICK, SMALL, check_every_run_finished_exactly_once, cli, kill_sweep,
+from clitools import (PROCESSES, QUICK, SMALL, SWEEPS, check_every_run_finished_exactly_once, cli, kill_sweep,
                       ledger, results, spawn)
 
 
-@PROCESSES
+@SWEEPS
 def test_kill_minus_9_at_random_points_then_every_run_finishes_once(tmp_path):
   root = str(tmp_path / "runs")
   args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=80it",

@@ -200,8 +200,8 @@ def inference_speedups(names=("resnet20", "resnet56"), densities=(0.5, 0.25), ba
 def quickstart_cycle(method="lr_rewind", extra=()):
   """Seconds of one whole one-shot cycle of the quickstart (dense, prune, retrain), or None.
 
-  Runs `tfrewind run --flagfile=flags/quickstart.flags --methods=METHOD` in a fresh
-  process and root, as a user would; returns (wall seconds, seconds inside the runs
+  Runs `tfrewind run --flagfile=flags/quickstart.flags --methods=METHOD` at one density
+  (0.1) and one seed in a fresh process and root, as a user would; returns (wall seconds, seconds inside the runs
   from their result.json files, steps). None outside a checkout (no flags/ folder).
   """
   import glob  # pylint: disable=g-import-not-at-top
@@ -214,7 +214,8 @@ def quickstart_cycle(method="lr_rewind", extra=()):
   with tempfile.TemporaryDirectory() as root:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tfrewind", "run", f"--flagfile={flagfile}",
-                    f"--methods={method}", f"--root={root}", "--verbose=0", *extra], check=True,
+                    f"--methods={method}", "--densities=0.1", "--seeds=1", f"--root={root}",
+                    "--verbose=0", *extra], check=True,
                    capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     wall = time.perf_counter() - t0
     results = [store.read_json(p) for p in glob.glob(os.path.join(root, "*", "result.json"))]
@@ -298,7 +299,7 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=6, batch=1
   cycle = quickstart_cycle() if quickstart else None
   if cycle:
     wall, inside, steps = cycle
-    print(f"quickstart one-shot cycle (dense, prune 0.2, lr_rewind; {steps} steps): "
+    print(f"quickstart one-shot cycle (dense, prune 0.1, lr_rewind; {steps} steps): "
           f"{wall:.1f} s wall in a fresh process, {inside:.1f} s inside the runs")
   seconds, count = threshold_seconds()
   print(f"global threshold of wrn16_8 ({count:,} kernel weights): {seconds:.3f} s")

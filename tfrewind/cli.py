@@ -69,7 +69,9 @@ flags.DEFINE_boolean("jit_compile", False, "compile train steps with XLA")
 flags.DEFINE_integer("steps_per_execution", 1, "train steps per compiled call")
 flags.DEFINE_boolean("deterministic", False, "op determinism: resumed runs match bitwise")
 flags.DEFINE_boolean("print", False, "sweep: print one command per run instead of running")
-flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bars")
+flags.DEFINE_integer("verbose", 1, "0: a line per run; 1: also Keras progress bars on a "
+                     "terminal (never in a log file); 2: everything, TensorFlow's own log lines "
+                     "included (each run folder's log.txt always has them)")
 flags.DEFINE_string("out", "report", "report/export: output folder")
 flags.DEFINE_boolean("reference_only", False, "report: draw only the published curves")
 flags.DEFINE_string("run", None, "export: a finished run folder")
@@ -145,7 +147,8 @@ def _snapshot_steps(runs) -> List[int]:
 
 # ---------------------------------------------------------------------------- commands
 def cmd_run() -> int:
-  from tfrewind import experiment, store  # pylint: disable=g-import-not-at-top
+  from tfrewind import experiment  # pylint: disable=g-import-not-at-top
+  from tfrewind import progress as progress_lib  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   # First: collective ops must be configured before any TF op runs.
@@ -160,14 +163,10 @@ def cmd_run() -> int:
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
     runner.arrays(hp)  # missing data fails here, before any training
   logging.info("root %s: %d runs", os.path.abspath(FLAGS.root), len(runs))
-  rows = []
+  progress = progress_lib.Progress(runs)
   for hp in runs:
-    dense = runner.dense(hp)
-    for r, paths in enumerate(runner.run(hp), start=1):
-      rows.append((hp.seed, hp.method, hp.densities[r - 1],
-                   store.read_json(paths.result)["test_accuracy"],
-                   store.read_json(dense.result)["test_accuracy"]))
-  _print_table(rows)
+    runner.run(hp, progress)
+  _print_table(progress.rows)
   print(f"\nfinished {len(runs)} runs in {time.time() - t0:.0f} s; run folders in {FLAGS.root}/")
   print(f"  watch:   tensorboard --logdir {FLAGS.root}")
   print(f"  report:  tfrewind report --root={FLAGS.root} --out=report")
@@ -342,15 +341,24 @@ def run_main(argv: Optional[List[str]] = None) -> None:
     _fail(f"{e}; see tfrewind {command} --helpfull")
   if len(parsed) > 1:
     _fail(f"unexpected argument {parsed[1]!r}: flags are written --name=value")
-  logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)
+  # INFO reaches the run folders' log.txt; the console shows warnings and errors, unless
+  # --verbose=2 (TF's own INFO lines, e.g. its saver's timings, are chatter there).
+  logging.set_verbosity(logging.INFO)
   logging.use_absl_handler()
   import logging as py_logging  # pylint: disable=g-import-not-at-top
-  py_logging.getLogger("tensorflow").setLevel(py_logging.WARNING)  # TF's saver chatter
+  logging.get_absl_handler().setLevel(py_logging.INFO if FLAGS.verbose >= 2 else
+                                      py_logging.WARNING)
+  # TF's own Python logger may hold a handler of its own on the stderr of its import time.
+  py_logging.getLogger("tensorflow").setLevel(py_logging.INFO if FLAGS.verbose >= 2 else
+                                               py_logging.WARNING)
   sys.exit(_guarded_main(command, argv[2:]))
 
 
 def _guarded_main(command, raw_args):
   try:
+    if command in ("run", "models", "bench", "export") or (command == "sweep" and
+                                                           not FLAGS.print):
+      platform.start_tensorflow(FLAGS.verbose)
     return main(command, raw_args)
   except (UsageError, DataError) as e:
     _fail(str(e))

@@ -1,7 +1,9 @@
-"""Datasets: CIFAR-10/100 through tensorflow-datasets, and an offline `synthetic` set.
+"""Datasets: CIFAR-10/100 through tensorflow-datasets; offline, scikit-learn's `digits` and a
+`synthetic` set.
 
 Training: standardise by the training set's per-channel mean and std, random
-horizontal flip, 4-pixel reflection pad, random 32x32 crop. Evaluation:
+horizontal flip, 4-pixel reflection pad, random 32x32 crop (digits: 1-pixel pad,
+8x8 crop, no flip; tfrewind.names.DATASETS). Evaluation:
 standardise only. The images are decoded once into memory (CIFAR is 150 MB as
 uint8), so every epoch reads from RAM; augmentation runs as a parallel map with
 stateless per-example seeds, so a pipeline is deterministic under its seed
@@ -61,7 +63,7 @@ def load(name: str, data_dir: Optional[str] = None, download: bool = True,
   """Decodes a whole dataset into memory.
 
   Args:
-    name: "cifar10", "cifar100" or "synthetic".
+    name: "cifar10", "cifar100", "digits" or "synthetic".
     data_dir: tfds data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).
     download: let tfds download CIFAR when it is not in data_dir.
     synthetic_size: training images of the synthetic set (test: a fifth).
@@ -71,6 +73,8 @@ def load(name: str, data_dir: Optional[str] = None, download: bool = True,
   """
   if name == "synthetic":
     return synthetic(synthetic_size, max(synthetic_size // 5, 100))
+  if name == "digits":
+    return digits()
   if name not in DATASETS:
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -133,6 +137,22 @@ def synthetic(n_train: int = 5000, n_test: int = 1000, num_classes: int = 10,
   return Arrays("synthetic", *make(n_train), *make(n_test), num_classes=num_classes)
 
 
+def digits() -> Arrays:
+  """scikit-learn's 1,797 8x8 handwritten digits, split 1,437/360 (stratified, fixed seed).
+
+  Pixels are 0..16; stored as uint8 0..240 (x15, exact) so that they go through the
+  same standardisation as CIFAR.
+  """
+  from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
+  bunch = datasets.load_digits()
+  x = (bunch.images * 15).astype(np.uint8)[..., None]
+  y = bunch.target.astype(np.int64)
+  test_size = len(y) - names.DATASETS["digits"].train_size
+  train_x, test_x, train_y, test_y = model_selection.train_test_split(
+      x, y, test_size=test_size, stratify=y, random_state=0)
+  return Arrays("digits", train_x, train_y, test_x, test_y, num_classes=10)
+
+
 def channel_stats(images: np.ndarray):
   """Per-channel mean and std of uint8 images, in float64 then float32."""
   x = images.reshape(-1, images.shape[-1]).astype(np.float64)
@@ -143,23 +163,25 @@ def standardize(image, mean, std):
   return (tf.cast(image, tf.float32) - mean) / std
 
 
-def augment_with(image, flip, dy, dx):
-  """Reflection-pads by 4, crops at (dy, dx), mirrors if `flip`: pure and exact."""
+def augment_with(image, flip, dy, dx, pad: int = PAD):
+  """Reflection-pads by `pad`, crops at (dy, dx), mirrors if `flip`: pure and exact."""
   h, w = image.shape[0], image.shape[1]
-  padded = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]], mode="REFLECT")
+  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
   cropped = tf.slice(padded, tf.stack([dy, dx, 0]), [h, w, image.shape[2]])
   return tf.cond(flip, lambda: tf.reverse(cropped, axis=[1]), lambda: cropped)
 
 
-def augment(image, seed):
-  """Random flip and crop drawn from a stateless seed (a [2] int tensor)."""
-  flip = tf.random.stateless_uniform([], seed) < 0.5
-  offsets = tf.random.stateless_uniform([2], seed + [0, 1], 0, 2 * PAD + 1, dtype=tf.int32)
-  return augment_with(image, flip, offsets[0], offsets[1])
+def augment(image, seed, pad: int = PAD, flip: bool = True):
+  """Random flip (if `flip`) and crop drawn from a stateless seed (a [2] int tensor)."""
+  mirror = tf.random.stateless_uniform([], seed) < 0.5
+  if not flip:
+    mirror = tf.constant(False)
+  offsets = tf.random.stateless_uniform([2], seed + [0, 1], 0, 2 * pad + 1, dtype=tf.int32)
+  return augment_with(image, mirror, offsets[0], offsets[1], pad)
 
 
 def train_pipeline(x, y, batch_size: int, seed: int, mean, std,
-                   start_step: int = 0) -> tf.data.Dataset:
+                   start_step: int = 0, pad: int = PAD, flip: bool = True) -> tf.data.Dataset:
   """Infinite, shuffled, augmented, standardised batches; deterministic under `seed`.
 
   Epoch e visits the images in a stateless permutation of (seed, e), and the
@@ -181,7 +203,7 @@ def train_pipeline(x, y, batch_size: int, seed: int, mean, std,
 
   def prepare(position, index):
     s = tf.stack([tf.constant(seed, tf.int64), position])
-    image = augment(tf.gather(images, index), s)
+    image = augment(tf.gather(images, index), s, pad, flip)
     return standardize(image, mean, std), tf.gather(labels, index)
 
   ds = tf.data.Dataset.range(first // per_epoch, np.iinfo(np.int64).max).flat_map(epoch)
@@ -231,8 +253,9 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
     test_x, test_y = a.test_x[ti], a.test_y[ti]
   if len(a.train_x) < batch_size:
     raise DataError(f"batch_size {batch_size} is larger than the training set ({len(a.train_x)})")
+  spec = names.DATASETS[name]
   return Bundle(train=train_pipeline(a.train_x, a.train_y, batch_size, seed, mean, std,
-                                     start_step),
+                                     start_step, spec.pad, spec.flip),
                 test=eval_pipeline(test_x, test_y, batch_size, mean, std),
                 validation=val, steps_per_epoch=max(len(a.train_x) // batch_size, 1),
                 num_classes=a.num_classes, mean=mean, std=std)

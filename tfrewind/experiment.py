@@ -82,7 +82,7 @@ class Runner:
 
   def branch(self, hp: hp_lib.HParams, round_: Optional[int] = None) -> store.RunPaths:
     """Trains (or finds) retraining round `round_` (default: the last) of `hp`'s branch."""
-    round_ = self.rounds(hp) if round_ is None else round_
+    round_ = len(hp.densities) if round_ is None else round_
     paths = store.branch_paths(self.env.root, hp, round_)
     if self.owner.finished(paths):
       return self.owner.readable(paths)
@@ -109,13 +109,20 @@ class Runner:
             dense_run=os.path.basename(store.dense_paths(self.env.root, hp).dir))
     return self.owner.readable(paths)
 
-  def run(self, hp: hp_lib.HParams) -> List[store.RunPaths]:
-    """Every round of `hp`'s branch (and its dense run), in order: their run folders."""
-    return [self.branch(hp, r) for r in range(1, self.rounds(hp) + 1)]
+  def run(self, hp: hp_lib.HParams, progress=None) -> List[store.RunPaths]:
+    """Every round of `hp`'s branch (and its dense run), in order: their run folders.
 
-  @staticmethod
-  def rounds(hp: hp_lib.HParams) -> int:
-    return 1 if hp.schedule == "one_shot" else hp.rounds
+    progress: a tfrewind.progress.Progress, told when each round starts and ends.
+    """
+    out = []
+    for r in range(1, len(hp.densities) + 1):
+      trained = not self.owner.finished(store.branch_paths(self.env.root, hp, r))
+      if progress:
+        progress.start(hp, r)
+      out.append(self.branch(hp, r))
+      if progress:
+        progress.end(hp, r, out[-1], self.dense(hp), trained)
+    return out
 
   # ------------------------------------------------------------------ data
   def arrays(self, hp: hp_lib.HParams) -> data_lib.Arrays:

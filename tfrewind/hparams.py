@@ -32,7 +32,8 @@ def _f(default, group, help_text, **kw):
 class HParams:
   """One run: a dense network, or one retraining branch (one method, one density/schedule)."""
   # data
-  dataset: str = _f("cifar10", "data", "cifar10, cifar100 or synthetic (offline, in memory)")
+  dataset: str = _f("cifar10", "data", "cifar10, cifar100, digits (scikit-learn's 8x8 digits, "
+                     "offline) or synthetic (offline, in memory)")
   data_dir: Optional[str] = _f(None, "run", "tensorflow-datasets folder (default "
                                "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
   download: bool = _f(True, "run", "let tfds download CIFAR when it is not in --data_dir")

@@ -8,13 +8,57 @@ chief's lock would deadlock the collectives).
 
 import contextlib
 import dataclasses
+import glob
 import os
+import sys
+import tempfile
 from typing import Optional
 
 from tfrewind import store
 from tfrewind.errors import UsageError
 
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker")
+
+# Lines TensorFlow's C++ runtime writes to stderr while it starts, before its log level applies.
+_STARTUP_NOISE = ("All log messages before absl::InitializeLog() is called",
+                  "oneDNN custom operations are on",
+                  "Could not find cuda drivers on your machine")
+
+
+def _is_noise(line: str, gpu_hardware: bool) -> bool:
+  if any(n in line for n in _STARTUP_NOISE):
+    return True
+  # cuInit fails on every machine without a GPU: an error only where there is one.
+  return "failed call to cuInit" in line and not gpu_hardware
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+  """Captures file descriptor 2 (native code writes there too), then passes on what is not
+  start-up noise."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      gpu_hardware = bool(glob.glob("/dev/nvidia[0-9]*"))
+      for line in captured.read().decode("utf-8", "replace").splitlines():
+        if not _is_noise(line, gpu_hardware):
+          print(line, file=sys.stderr)
+
+
+def start_tensorflow(verbose: int) -> None:
+  """Imports TensorFlow and finds its devices, without the C++ start-up chatter
+  (all of it with verbose >= 2)."""
+  with _filtered_stderr() if verbose < 2 else contextlib.nullcontext():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.list_physical_devices("GPU")
 
 
 def strategy(choice: str):

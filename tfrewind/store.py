@@ -67,6 +67,10 @@ class RunPaths:
     return os.path.join(self.dir, "tb")
 
   @property
+  def log(self):
+    return os.path.join(self.dir, "log.txt")
+
+  @property
   def lock(self):
     return os.path.join(self.dir, "lock")
 

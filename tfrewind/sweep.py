@@ -67,7 +67,8 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
   for (model, overrides, dataset, scope, structure, criterion), density in smallest.items():
     try:
       net = sparsity.prunable(registry.build_model(
-          model, num_classes=names.num_classes(dataset), input_shape=(32, 32, 3),
+          model, num_classes=names.num_classes(dataset),
+          input_shape=names.DATASETS[dataset].image_shape,
           **dict(overrides)), structure=structure)
     except ValueError as e:
       raise ValueError(f"--model={model}: {e}") from None

@@ -8,11 +8,14 @@ Checkpoints never hold non-finite weights, so a diverged run, rerun once its
 cause is fixed, resumes from its last finite state.
 """
 
+import contextlib
 import dataclasses
 import gzip
+import logging as py_logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -154,7 +157,8 @@ def build(hp: hp_lib.HParams, strategy=None, jit_compile: bool = False,
   keras.mixed_precision.set_global_policy("mixed_float16" if hp.mixed_precision else "float32")
   with strategy.scope():
     model = sparsity.prunable(registry.build_model(
-        hp.model, num_classes=names.num_classes(hp.dataset), input_shape=(32, 32, 3),
+        hp.model, num_classes=names.num_classes(hp.dataset),
+        input_shape=names.DATASETS[hp.dataset].image_shape,
         **hp.model_overrides()), structure=hp.structure)
     optimizer = keras.optimizers.SGD(lr_schedule(hp), momentum=hp.momentum, nesterov=hp.nesterov)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -177,8 +181,13 @@ def _fresh_model(hp: hp_lib.HParams, round_: int, env: Env):
 def train_phase(hp: hp_lib.HParams, paths: store.RunPaths, phase: Phase, env: Env,
                 data: DataFn, dense_run: str) -> None:
   """Trains `phase` into `paths` (resuming what is there) and writes its result."""
-  t0 = time.time()
   os.makedirs(paths.dir, exist_ok=True)
+  with _log_file(paths):
+    _train_phase(hp, paths, phase, env, data, dense_run)
+
+
+def _train_phase(hp, paths, phase, env, data, dense_run):
+  t0 = time.time()
   store.remove_leftovers(paths)
   if not os.path.exists(paths.hparams):
     # Derived values too, so that the report reads JSON and never imports training code.
@@ -197,7 +206,7 @@ def train_phase(hp: hp_lib.HParams, paths: store.RunPaths, phase: Phase, env: En
     return
   if not restore_backup(checkpoint, manager) and phase.initial is not None:
     try:
-      checkpoint.read(phase.initial).assert_existing_objects_matched()
+      checkpoint.read(phase.initial).assert_existing_objects_matched().expect_partial()
     except (tf.errors.OpError, ValueError, AssertionError) as e:
       raise RuntimeError(f"cannot read {phase.initial} ({type(e).__name__}): delete the "
                          f"result.json beside it to retrain that run") from None
@@ -212,15 +221,17 @@ def train_phase(hp: hp_lib.HParams, paths: store.RunPaths, phase: Phase, env: En
                keras.callbacks.CSVLogger(paths.metrics, append=True),
                pruning_callbacks.PruningSummaries(paths.tensorboard, update_freq="epoch",
                                                  profile_batch=0)]
-  label = (f"dense {hp.model} seed {hp.seed}" if phase.kind == "dense" else
-           f"{hp.method} round {phase.round} density {hp.densities[phase.round - 1]:.4g}")
-  if env.verbose:
+  # Keras' bars only on a terminal: in a Slurm log they are thousands of lines.
+  bars = int(env.verbose >= 1 and sys.stdout.isatty())
+  if bars or env.verbose >= 2:
+    label = (f"dense {hp.model} seed {hp.seed}" if phase.kind == "dense" else
+             f"{hp.method} round {phase.round} density {hp.densities[phase.round - 1]:.4g}")
     print(f"== {label} | steps {step}..{phase.end} | {paths.dir}", flush=True)
   eval_data = bundle.validation if bundle.validation is not None else bundle.test
   history = model.fit(bundle.train, epochs=math.ceil((phase.end - phase.start) / steps_per_epoch),
                       initial_epoch=(step - phase.start) // steps_per_epoch,
                       steps_per_epoch=steps_per_epoch, validation_data=eval_data,
-                      callbacks=callbacks, verbose=env.verbose)
+                      callbacks=callbacks, verbose=bars)
   reached = int(model.optimizer.iterations.numpy())
   if any(not np.isfinite(l) for l in history.history.get("loss", [])) or reached < phase.end:
     store.write_json(paths.failed, {"reason": "loss became NaN or Inf", "step": reached,
@@ -229,6 +240,21 @@ def train_phase(hp: hp_lib.HParams, paths: store.RunPaths, phase: Phase, env: En
     raise RunFailed(f"{paths.dir}: loss became NaN or Inf near step {reached}; see "
                     f"{paths.failed} (a rerun resumes from the last finite checkpoint)")
   finish(hp, paths, model, checkpoint, bundle, phase.kind, t0)
+
+
+@contextlib.contextmanager
+def _log_file(paths: store.RunPaths):
+  """Every log record (INFO and up) of the phase, also in the run folder's log.txt."""
+  handler = py_logging.FileHandler(paths.log, encoding="utf-8")
+  handler.setLevel(py_logging.INFO)
+  handler.setFormatter(logging.PythonFormatter())
+  root = py_logging.getLogger()
+  root.addHandler(handler)
+  try:
+    yield
+  finally:
+    root.removeHandler(handler)
+    handler.close()
 
 
 def _newest_step(manager) -> Optional[int]:
@@ -259,7 +285,7 @@ def restore_final(checkpoint, paths, model, end) -> bool:
   if not tf.io.gfile.exists(paths.final_ckpt + ".index"):
     return False
   try:
-    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched()
+    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched().expect_partial()
   except (tf.errors.OpError, ValueError, AssertionError) as e:
     logging.warning("final checkpoint %s is unreadable (%s): retraining", paths.final_ckpt,
                     type(e).__name__)
@@ -271,7 +297,8 @@ def restore_backup(checkpoint, manager) -> bool:
   """Restores the newest readable epoch checkpoint; warns about and skips corrupt ones."""
   for path in reversed(manager.checkpoints):
     try:
-      checkpoint.read(path).assert_existing_objects_matched()
+      # expect_partial: the manager's save_counter is in the file, not in our objects
+      checkpoint.read(path).assert_existing_objects_matched().expect_partial()
       return True
     except (tf.errors.OpError, ValueError, AssertionError) as e:
       logging.warning("checkpoint %s is unreadable (%s): resuming from an earlier state",
