@@ -264,21 +264,8 @@ def test_sweep_print_lines_finish_in_every_order_two_at_a_time_training_dense_on
     assert len(results(root)) == 4, order
     dense = [l for n, ls in ledger(root).items() if n.startswith("dense") for l in ls]
     assert [l["phase"] for l in dense] == ["dense", "finished"], order  # once, no replay
-  # Lines written without --snapshot_steps (an older jobs.txt): the weight-rewinding line
-  # after a fine-tuning line replays the dense trunk to K, and says so.
-  root = str(tmp_path / "bare")
-  bare = [[a.replace("ROOT", root) for a in l if not a.startswith("--snapshot_steps")]
-          for l in lines]
-  finetune, rewinding = (next(l for l in bare if f"--method={m}" in l)
-                         for m in ("finetune", "weight_rewind"))
-  for job in (finetune, rewinding):
-    proc = spawn(job, cwd=tmp_path)
-    log = proc.communicate(timeout=400)[0]
-    assert proc.returncode == 0, log
-  assert "has no snapshot of step 10: retraining its trunk from initialisation" in log
-  dense = [l for n, ls in ledger(root).items() if n.startswith("dense") for l in ls]
-  assert [l["phase"] for l in dense] == ["dense", "finished", "replay"]
-  assert len(results(root)) == 3
+  # Lines without --snapshot_steps (an older jobs.txt) replay the dense trunk to K when a
+  # weight-rewinding line comes after the dense run: test_faults checks that path and its log.
 
 
 def _free_ports(n):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clitools import (PROCESSES, QUICK, SMALL, SWEEPS, check_every_run_finished_exactly_once, cli, kill_sweep,
-                      ledger, results, spawn)
+from clitools import (PROCESSES, QUICK, SMALL, SWEEPS, check_every_run_finished_exactly_once,
+                      cli, kill_sweep, ledger, results, spawn)
 
 
 @SWEEPS

@@ -31,6 +31,8 @@ _EXPORTS = {
     "build_model": "tfrewind.models.registry",
     "flops": "tfrewind.macs",
     "slim": "tfrewind.pruning.slim",
+    "interpolate": "tfrewind.connectivity", "barrier": "tfrewind.connectivity",
+    "reestimate_batchnorm": "tfrewind.connectivity",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

@@ -1,8 +1,10 @@
-"""The `tfrewind` command: run, sweep, models, report, bench, export.
+"""The `tfrewind` command: run, sweep, stability, models, report, bench, export.
 
   tfrewind run --flagfile=flags/quickstart.flags
   tfrewind run --flagfile=flags/resnet20_one_shot.flags --seeds=1,2,3
   tfrewind sweep --flagfile=flags/wrn16_8_iterative.flags --seeds=1,2 --print > jobs.txt
+  tfrewind stability --flagfile=flags/quickstart.flags --rewind_steps=0,30,100it \
+      --densities=1.0,0.1 --out=runs/stability
   tfrewind models
   tfrewind report --root=runs --out=report
   tfrewind bench
@@ -29,7 +31,7 @@ from tfrewind import sweep
 from tfrewind.errors import DataError, RunFailed, UsageError
 
 FLAGS = flags.FLAGS
-COMMANDS = ("run", "sweep", "models", "report", "bench", "export")
+COMMANDS = ("run", "sweep", "stability", "models", "report", "bench", "export")
 
 
 def _define_hparam_flags():
@@ -75,6 +77,17 @@ flags.DEFINE_integer("verbose", 1, "0: a line per run; 1: also Keras progress ba
 flags.DEFINE_string("out", "report", "report/export: output folder")
 flags.DEFINE_boolean("reference_only", False, "report: draw only the published curves")
 flags.DEFINE_string("run", None, "export: a finished run folder")
+flags.DEFINE_list("rewind_steps", ["0it", "500it", "2000it", "8000it"],
+                  "stability: rewind steps K to test (units as other step counts)")
+flags.DEFINE_integer("alphas", 30, "stability: evenly spaced points of the path from 0 to 1 "
+                     "(at least 11)")
+flags.DEFINE_enum("bn", "reestimate", ["reestimate", "interpolate"], "stability: BatchNorm "
+                  "statistics along the path: re-estimated on --bn_batches training batches, or "
+                  "interpolated like the weights")
+flags.DEFINE_integer("bn_batches", 20, "stability: training batches (not augmented) for "
+                     "re-estimating BatchNorm statistics")
+flags.DEFINE_float("stable_below", 2.0, "stability: a barrier below this many points is stable "
+                   "(Frankle et al.)")
 flags.DEFINE_list("bench_models", ["resnet20", "resnet56", "wrn16_8"], "bench: networks")
 flags.DEFINE_list("bench_inference", ["resnet20", "resnet56"], "bench: networks timed in "
                   "inference, channel-pruned, masked against slim")
@@ -249,6 +262,35 @@ def cmd_bench() -> int:
                     inference=FLAGS.bench_inference, quickstart=FLAGS.bench_quickstart)
 
 
+def cmd_stability() -> int:
+  from tfrewind import experiment, stability  # pylint: disable=g-import-not-at-top
+  if FLAGS.alphas < 11:
+    raise UsageError(f"--alphas={FLAGS.alphas}: use at least 11 points of the path")
+  if FLAGS.bn_batches < 1:
+    raise UsageError(f"--bn_batches must be positive, got {FLAGS.bn_batches}")
+  strategy = platform.strategy(FLAGS.distribution)
+  base = base_hparams()
+  seeds = _pick("seed", "seeds", _int("seeds"))
+  densities = ([FLAGS.density] if FLAGS["density"].present or not FLAGS.densities
+               else hp_lib.expand_densities(FLAGS.densities))
+  steps = sorted({hp_lib.parse_steps(k, base.steps_per_epoch(), "rewind_steps")
+                  for k in FLAGS.rewind_steps})
+  runs = [c for seed in seeds for d in densities for k in steps
+          for c in stability.copies(dataclasses.replace(base, seed=seed), d, k)]
+  sweep.validate(runs)
+  sweep.check_densities(runs)
+  runner = experiment.Runner(experiment.Env(
+      root=FLAGS.root, strategy=strategy, jit_compile=FLAGS.jit_compile,
+      steps_per_execution=FLAGS.steps_per_execution, deterministic=FLAGS.deterministic,
+      verbose=FLAGS.verbose, snapshot_steps=steps, worker=platform.worker_index(strategy)))
+  runner.arrays(base)  # missing data fails here, before any training
+  table, barriers = stability.analyse(runner, base, densities, steps, seeds, FLAGS.alphas,
+                                      FLAGS.bn, FLAGS.bn_batches, FLAGS.stable_below)
+  print(stability.write(FLAGS.out, table, barriers))
+  print(f"wrote stability.csv, barriers.csv, summary.md and figures to {FLAGS.out}/")
+  return 0
+
+
 def cmd_export() -> int:
   from tfrewind import export  # pylint: disable=g-import-not-at-top
   if not FLAGS.run:
@@ -275,6 +317,8 @@ def main(command: str, raw_args: List[str]) -> int:
     return cmd_bench()
   if command == "export":
     return cmd_export()
+  if command == "stability":
+    return cmd_stability()
   raise UsageError(f"unknown command {command!r}")
 
 
@@ -356,7 +400,7 @@ def run_main(argv: Optional[List[str]] = None) -> None:
 
 def _guarded_main(command, raw_args):
   try:
-    if command in ("run", "models", "bench", "export") or (command == "sweep" and
+    if command in ("run", "stability", "models", "bench", "export") or (command == "sweep" and
                                                            not FLAGS.print):
       platform.start_tensorflow(FLAGS.verbose)
     return main(command, raw_args)

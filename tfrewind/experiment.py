@@ -25,9 +25,9 @@ from tfrewind import platform
 from tfrewind import rewind
 from tfrewind import snapshots
 from tfrewind import store
-from tfrewind.pruning import schedules
-from tfrewind.training import Env, Phase  # noqa: F401  (Env: the Runner's argument)
 from tfrewind import training
+from tfrewind.pruning import schedules
+from tfrewind.training import Env, Phase  # noqa: F401  (Env: the Runner's argument, re-exported)
 
 
 class Runner:
@@ -133,8 +133,10 @@ class Runner:
     return self._arrays[key]
 
   def data(self, hp: hp_lib.HParams, round_: int, start_in_phase: int) -> data_lib.Bundle:
-    # Each phase draws its own data order, so retraining does not replay dense batches.
-    return data_lib.make(hp.dataset, hp.batch_size, seed=hp.seed * 1000 + round_,
+    # Each phase draws its own data order, so retraining does not replay dense batches;
+    # data_order k > 0 gives a retraining another one (the dense phase never changes).
+    order = hp.data_order * 1_000_000 if round_ > 0 else 0
+    return data_lib.make(hp.dataset, hp.batch_size, seed=hp.seed * 1000 + round_ + order,
                          validation=hp.validation, arrays=self.arrays(hp),
                          start_step=start_in_phase)
 

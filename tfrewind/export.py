@@ -42,13 +42,10 @@ def load_run(run_dir: str):
     raise ExportError(f"{paths.dir} is not finished (no result.json): finish it with "
                       f"tfrewind run, then export")
   hp = hp_lib.HParams.from_json(meta["hparams"])
-  model = training.build(hp)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   try:
-    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched().expect_partial()
-  except (tf.errors.OpError, ValueError, AssertionError) as e:
-    raise ExportError(f"cannot read {paths.final_ckpt} ({type(e).__name__}): delete "
-                      f"{paths.result} and rerun tfrewind run to redo this run") from None
+    model = training.load_final(hp, paths)
+  except ValueError as e:
+    raise ExportError(str(e)) from None
   return model, hp, store.read_json(paths.result)
 
 

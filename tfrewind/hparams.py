@@ -80,6 +80,8 @@ class HParams:
                                    "(unset: keep trained weights)")
   lr_from: Optional[str] = _f(None, "retrain", "custom: replay the LR from this step "
                               "(unset: constant finetune_lr)")
+  data_order: int = _f(0, "retrain", "retraining data order and augmentation: 0 the run's own, "
+                       "k > 0 another (tfrewind stability's copy B)")
   reset_momentum: bool = _f(True, "retrain", "fresh optimizer state at every prune (Mikler)")
   restore_optimizer: bool = _f(True, "retrain", "weight rewinding restores step K's momentum "
                                "(Renda; irrelevant with reset_momentum)")
@@ -244,7 +246,7 @@ def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
     return dense
   branch = hp.canonical(BRANCH_GROUPS)
   unused = ("rate", "rounds") if hp.schedule == "one_shot" else ("density", "rounds")
-  reads = set(plan_lib.METHODS[hp.method].reads) | {"method", "reset_momentum"}
+  reads = set(plan_lib.METHODS[hp.method].reads) | {"method", "reset_momentum", "data_order"}
   unused += tuple(f.name for f in dataclasses.fields(hp)
                   if f.metadata["group"] == "retrain" and f.name not in reads)
   for name in unused:

@@ -281,6 +281,20 @@ def replay_dense(hp: hp_lib.HParams, paths: store.RunPaths, steps: Sequence[int]
             steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
 
 
+def load_final(hp: hp_lib.HParams, paths: store.RunPaths, env: Optional[Env] = None):
+  """The compiled model of a finished run, restored from its final checkpoint (ValueError
+  naming the file if it cannot be read)."""
+  env = env or Env()
+  model = build(hp, env.strategy, env.jit_compile, env.steps_per_execution)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  try:
+    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched().expect_partial()
+  except (tf.errors.OpError, ValueError, AssertionError) as e:
+    raise ValueError(f"cannot read {paths.final_ckpt} ({type(e).__name__}): delete "
+                     f"{paths.result} and rerun tfrewind run to redo this run") from None
+  return model
+
+
 def restore_final(checkpoint, paths, model, end) -> bool:
   if not tf.io.gfile.exists(paths.final_ckpt + ".index"):
     return False

@@ -157,3 +157,29 @@ def figure_groups(table: pd.DataFrame) -> List[Tuple[tuple, pd.DataFrame]]:
   if table.empty:
     return []
   return list(table.groupby(["network", "dataset", "schedule", "structure"]))
+
+
+def barrier_table(barriers: pd.DataFrame) -> str:
+  """Markdown: the median barrier (points) over seeds, one row per density, one column per K."""
+  pivot = barriers.pivot_table(index="density", columns="rewind_step", values="barrier_pt",
+                               aggfunc="median").sort_index(ascending=False)
+  head = "| density | " + " | ".join(f"K={k}" for k in pivot.columns) + " |"
+  lines = [head, "|" + "---|" * (len(pivot.columns) + 1)]
+  for density, row in pivot.iterrows():
+    lines.append(f"| {density:.4g} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+  return "\n".join(lines)
+
+
+def earliest_stable(barriers: pd.DataFrame) -> str:
+  """One line: per density, the earliest rewind step at which every seed is stable."""
+  parts = []
+  for density, group in sorted(barriers.groupby("density"), key=lambda g: -g[0]):
+    steps = group.groupby("rewind_step")
+    stable = [k for k, g in steps if bool(g["stable"].all())]
+    if stable:
+      parts.append(f"density {density:.4g}: K={min(stable)}")
+    else:
+      medians = steps["barrier_pt"].median()
+      parts.append(f"density {density:.4g}: none up to K={max(medians.index)} (lowest median "
+                   f"barrier {medians.min():.2f} pt at K={medians.idxmin()})")
+  return "earliest stable rewind step (every seed): " + "; ".join(parts)

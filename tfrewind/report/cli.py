@@ -5,7 +5,9 @@ per (network, dataset, schedule, structure) as PNG and SVG, with the published c
 ours; `--reference_only` draws the published curves alone.
 """
 
+import glob
 import os
+import shutil
 
 import pandas as pd
 
@@ -37,6 +39,19 @@ def _md_table(df, columns):
     lines.append("| " + " | ".join("" if pd.isna(row.get(c)) else fmt(row.get(c))
                                    for c in columns) + " |")
   return "\n".join(lines)
+
+
+def _stability_section(folder: str, out: str):
+  """A `tfrewind stability` folder under the root: its summary line, table and figures."""
+  name = os.path.basename(folder)
+  barriers = pd.read_csv(os.path.join(folder, "barriers.csv"))
+  md = [f"## Instability analysis ({name})", "", aggregate.earliest_stable(barriers) + ".", "",
+        "Median barrier (points) over seeds:", "", aggregate.barrier_table(barriers), ""]
+  for png in sorted(glob.glob(os.path.join(folder, "*.png"))):
+    target = f"{name}_{os.path.basename(png)}"
+    shutil.copyfile(png, os.path.join(out, target))
+    md.append(f"![]({target})")
+  return md + [""]
 
 
 def main(root: str, out: str, reference_only: bool = False) -> int:
@@ -88,6 +103,8 @@ def main(root: str, out: str, reference_only: bool = False) -> int:
            "", _md_table(group, ["method", "density", "compression", "trials", "median", "low80",
                                  "high80", "min", "max", "change_pt", "flops_speedup", "published_change_pt",
                                  "diff_vs_published_pt"]), ""]
+  for folder in sorted(glob.glob(os.path.join(root, "*", "barriers.csv"))):
+    md += _stability_section(os.path.dirname(folder), out)
   csv = table.reindex(columns=COLUMNS).to_csv(index=False) if not table.empty else (
       ",".join(COLUMNS) + "\n")
   atomic_write(os.path.join(out, "results.csv"), csv.encode())

@@ -68,3 +68,41 @@ def draw(title, ours, theirs, out_stem, points=None, x="compression"):
     fig.savefig(f"{out_stem}.{ext}", dpi=120)
   plt.close(fig)
   return [f"{out_stem}.png", f"{out_stem}.svg"]
+
+
+def draw_stability(stability, barriers, out_dir):
+  """accuracy_d<density>.png (test accuracy along the path, a line per K, median over seeds)
+  and barriers.png (barrier against K, a line per density, median and seed range)."""
+  files = []
+  for density, group in stability.groupby("density"):
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, g in group.groupby("rewind_step"):
+      curve = g.groupby("alpha")["test_accuracy"].median()
+      ax.plot(curve.index, 100 * curve.values, marker="o", markersize=2, label=f"K={k}")
+    ax.set_xlabel("alpha (0: copy A, 1: copy B)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"linear interpolation, density {density:.4g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = os.path.join(out_dir, f"accuracy_d{density:.4g}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for density, group in sorted(barriers.groupby("density"), key=lambda g: -g[0]):
+    stats = group.groupby("rewind_step")["barrier_pt"].agg(["median", "min", "max"])
+    ax.errorbar(stats.index, stats["median"], yerr=[stats["median"] - stats["min"],
+                                                    stats["max"] - stats["median"]],
+                marker="o", markersize=3, capsize=2, label=f"density {density:.4g}")
+  ax.axhline(2.0, color="grey", linestyle=":", linewidth=1, label="stable below 2 pt")
+  ax.set_xlabel("rewind step K (iterations)")
+  ax.set_ylabel("error barrier (points)")
+  ax.set_title("instability: barrier along the path between two copies")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  path = os.path.join(out_dir, "barriers.png")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return files + [path]
