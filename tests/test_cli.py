@@ -112,6 +112,11 @@ def test_retraining_variants_run_from_the_quickstart_and_the_report_draws_them(t
   assert all(f",{m}," in table for m in ("finetune", "slr", "clr", "llr"))
   md = open(os.path.join(report, "report.md")).read()
   assert "a large-LR schedule (slr/clr/llr) beats fine-tuning" in md
+  # Every epoch-end evaluation is kept (40 dense steps, 10 per epoch), and the best of them.
+  for name, result in results(root).items():
+    evals = result["epoch_eval_accuracy"]
+    assert len(evals) == 4 and result["eval_set"] == "test", name
+    assert result["best_test_accuracy"] == max(evals) >= result["test_accuracy"], name
   assert os.path.exists(os.path.join(report, "resnet8_synthetic_one_shot_unstructured.png"))
 
 

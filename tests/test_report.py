@@ -12,7 +12,8 @@ from tfrewind.report import cli as report_cli
 
 
 def _run(root, name, kind, method=None, density=1.0, seed=1, acc=0.9, val=None, steps=100,
-         epoch_steps=10, dense_run=None, failed=False, finished=True, model="resnet20"):
+         epoch_steps=10, dense_run=None, failed=False, finished=True, model="resnet20",
+         best=None):
   d = os.path.join(root, name)
   os.makedirs(d)
   hp = {"model": model, "dataset": "cifar10", "structure": "unstructured",
@@ -28,7 +29,8 @@ def _run(root, name, kind, method=None, density=1.0, seed=1, acc=0.9, val=None, 
   elif finished:
     with open(os.path.join(d, "result.json"), "w") as f:
       json.dump({"test_accuracy": acc, "val_accuracy": val, "density": density,
-                 "kind": kind}, f)
+                 "kind": kind, **({"best_test_accuracy": best} if best is not None else {})},
+                f)
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def root(tmp_path):
 
 def test_aggregation_is_exact(root):
   runs, dense, counts = aggregate.collect(root)
-  assert counts == {"finished": 12, "unfinished": 1, "failed": ["diverged"]}
+  assert counts == {"finished": 12, "unfinished": 1, "failed": ["diverged"], "no_best": 0}
   assert len(dense) == 3 and len(runs) == 9
   table = aggregate.summarize(runs).set_index("method")
   ft = table.loc["finetune"]
@@ -124,3 +126,21 @@ def test_claims_use_intervals():
   text = aggregate.claims(t)
   assert "below both rewinding methods at 0/1" in text
   assert "LR rewinding matches or beats weight rewinding at 0/1 (clearly worse at density 0.2)" in text
+
+
+def test_metric_best_takes_the_best_epoch_end_test_accuracy_and_counts_runs_without_it(tmp_path):
+  r = str(tmp_path / "runs")
+  _run(r, "dense_s1", "dense", acc=0.90, best=0.92)
+  _run(r, "ft_s1", "prune", "finetune", 0.1, 1, acc=0.80, best=0.85, dense_run="dense_s1")
+  _run(r, "wr_s1", "prune", "weight_rewind", 0.1, 1, acc=0.88, dense_run="dense_s1")  # no best
+  runs, dense, counts = aggregate.collect(r, metric="best")
+  assert dense.test_acc.tolist() == [0.92] and counts["no_best"] == 1
+  assert dict(zip(runs.method, runs.test_acc)) == {"finetune": 0.85, "weight_rewind": 0.88}
+  final, _, _ = aggregate.collect(r)
+  assert dict(zip(final.method, final.test_acc)) == {"finetune": 0.80, "weight_rewind": 0.88}
+  with pytest.raises(ValueError, match="unknown metric"):
+    aggregate.collect(r, metric="median")
+  out = str(tmp_path / "report")
+  assert report_cli.main(r, out, metric="best") == 0
+  md = open(os.path.join(out, "report.md")).read()
+  assert "best epoch-end test accuracy (--metric=best" in md and "1 runs without it" in md

@@ -76,6 +76,8 @@ flags.DEFINE_integer("verbose", 1, "0: a line per run; 1: also Keras progress ba
                      "included (each run folder's log.txt always has them)")
 flags.DEFINE_string("out", "report", "report/export: output folder")
 flags.DEFINE_boolean("reference_only", False, "report: draw only the published curves")
+flags.DEFINE_enum("metric", "final", ["final", "best"], "report: final test accuracy, or the "
+                  "best epoch-end test accuracy (the reproduction's reported ACC)")
 flags.DEFINE_string("run", None, "export: a finished run folder")
 flags.DEFINE_list("rewind_steps", ["0it", "500it", "2000it", "8000it"],
                   "stability: rewind steps K to test (units as other step counts)")
@@ -250,7 +252,7 @@ def cmd_models() -> int:
 
 def cmd_report() -> int:
   from tfrewind.report import cli as report_cli  # pylint: disable=g-import-not-at-top
-  return report_cli.main(FLAGS.root, FLAGS.out, FLAGS.reference_only)
+  return report_cli.main(FLAGS.root, FLAGS.out, FLAGS.reference_only, FLAGS.metric)
 
 
 def cmd_bench() -> int:

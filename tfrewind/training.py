@@ -342,10 +342,27 @@ def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle) -> Dict:
   return result
 
 
+def epoch_evaluations(hp: hp_lib.HParams, paths: store.RunPaths) -> Dict:
+  """Every epoch-end evaluation of the run (metrics.csv, the last line of a resumed epoch
+  kept), and the best on the test set: the reproduction's reported ACC is that maximum."""
+  if not os.path.exists(paths.metrics):
+    return {}
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  metrics = pd.read_csv(paths.metrics)
+  if "val_accuracy" not in metrics:
+    return {}
+  evals = metrics.drop_duplicates("epoch", keep="last").sort_values("epoch")["val_accuracy"]
+  values = [float(v) for v in evals]
+  out = {"epoch_eval_accuracy": values, "eval_set": "validation" if hp.validation else "test"}
+  if not hp.validation and values:
+    out["best_test_accuracy"] = max(values)
+  return out
+
+
 def finish(hp, paths, model, checkpoint, bundle, kind, t0) -> None:
   """Writes the final checkpoint, then result.json (the run is finished from there on)."""
   result = measure(hp, model, bundle)
-  result.update(wall_time_s=round(time.time() - t0, 3), kind=kind)
+  result.update(wall_time_s=round(time.time() - t0, 3), kind=kind, **epoch_evaluations(hp, paths))
   tmp = tempfile.mkdtemp(prefix="final.tmp-", dir=paths.dir)
   checkpoint.write(os.path.join(tmp, "ckpt"))
   store.replace_dir(tmp, paths.final)

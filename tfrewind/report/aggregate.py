@@ -29,12 +29,21 @@ def _read(path):
     return None
 
 
-def collect(root: str) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+METRICS = ("final", "best")
+
+
+def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
   """(pruned runs, dense runs, counts) of every finished run folder under `root`.
 
-  counts: {"finished", "unfinished", "failed": [folder names]}.
+  metric: "final", the test accuracy at the end of training, or "best", the best
+    epoch-end test accuracy (the reproduction's ACC; runs evaluated on a validation set,
+    or written before tfrewind kept it, fall back to final and are counted).
+  counts: {"finished", "unfinished", "failed": [folder names], "no_best": count}.
   """
-  rows, dense, counts = [], {}, {"finished": 0, "unfinished": 0, "failed": []}
+  if metric not in METRICS:
+    raise ValueError(f"unknown metric {metric!r}: use final or best")
+  rows, dense = [], {}
+  counts = {"finished": 0, "unfinished": 0, "failed": [], "no_best": 0}
   for folder in sorted(glob.glob(os.path.join(root, "*", ""))):
     name = os.path.basename(os.path.dirname(folder))
     if name.startswith("."):
@@ -51,9 +60,15 @@ def collect(root: str) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
       continue
     counts["finished"] += 1
     hp = meta["hparams"]
+    accuracy = result["test_accuracy"]
+    if metric == "best":
+      if result.get("best_test_accuracy") is None:
+        counts["no_best"] += 1
+      else:
+        accuracy = result["best_test_accuracy"]
     row = {"run": name, "network": hp["model"], "dataset": hp["dataset"],
            "structure": hp["structure"], "schedule": hp["schedule"], "seed": hp["seed"],
-           "test_acc": result["test_accuracy"], "val_acc": result.get("val_accuracy"),
+           "test_acc": accuracy, "val_acc": result.get("val_accuracy"),
            "measured_density": result["density"]}
     if meta["kind"] == "dense":
       dense[name] = row

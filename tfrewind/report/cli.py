@@ -54,7 +54,7 @@ def _stability_section(folder: str, out: str):
   return md + [""]
 
 
-def main(root: str, out: str, reference_only: bool = False) -> int:
+def main(root: str, out: str, reference_only: bool = False, metric: str = "final") -> int:
   os.makedirs(out, exist_ok=True)
   ref = reference.renda_table()
   mikler = reference.mikler_points()
@@ -76,11 +76,16 @@ def main(root: str, out: str, reference_only: bool = False) -> int:
     print(f"wrote {len(files) // 2} published figures and report.md to {out}/")
     return 0
 
-  runs, dense, counts = aggregate.collect(root)
+  runs, dense, counts = aggregate.collect(root, metric)
   table = _with_reference(aggregate.summarize(runs), ref)
   md.append(f"Root `{root}`: {counts['finished']} finished runs ({len(dense)} dense); "
             f"{counts['unfinished']} unfinished ignored; {len(counts['failed'])} failed excluded"
             + (f" ({', '.join(counts['failed'])})" if counts["failed"] else "") + ".")
+  md += ["", "Accuracy: " + (
+      "the final test accuracy (--metric=final)." if metric == "final" else
+      "the best epoch-end test accuracy (--metric=best, the reproduction's reported ACC)"
+      + (f"; {counts['no_best']} runs without it (evaluated on a validation set, or older) use "
+         f"their final accuracy." if counts["no_best"] else "."))]
   md += ["", "Median over seeds; 80% interval = 10th-90th percentile; change in points vs the "
          "median dense network of the same seeds. Published: Renda et al. (2020) medians after "
          "their selection rule; diff = our change minus theirs.", ""]
