@@ -63,3 +63,20 @@ class Probe(keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     self.lrs.append(float(self.model.optimizer.learning_rate.numpy()))
+
+
+def recording(model, steps):
+  """Makes the model's train step write the LR of each update into a variable, by step: the
+  LR as the compiled step used it, also with steps_per_execution > 1."""
+  trace = tf.Variable(tf.fill([steps], -1.0), trainable=False)
+  step_fn = model.train_step
+
+  def train_step(data):
+    logs = step_fn(data)
+    optimizer = model.optimizer
+    trace.scatter_nd_update([[optimizer.iterations - 1]],
+                            [tf.cast(optimizer.learning_rate, tf.float32)])
+    return logs
+
+  model.train_step = train_step
+  return trace

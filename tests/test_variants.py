@@ -12,26 +12,10 @@ import tf_keras as keras
 import tfrewind
 from tfrewind import plan as plan_lib
 
-from helpers import compile_sgd, dataset, tiny_resnet
+from helpers import compile_sgd, dataset, recording, tiny_resnet
 
 N, SPE = 20, 4
 LR = tfrewind.StepDecay(0.1, [10, 15], 0.1)
-
-
-def _recording(model, steps):
-  """Makes the model's train step write the LR of each update into a variable, by step."""
-  trace = tf.Variable(tf.fill([steps], -1.0), trainable=False)
-  step_fn = model.train_step
-
-  def train_step(data):
-    logs = step_fn(data)
-    optimizer = model.optimizer
-    lr = optimizer.learning_rate
-    trace.scatter_nd_update([[optimizer.iterations - 1]], [tf.cast(lr, tf.float32)])
-    return logs
-
-  model.train_step = train_step
-  return trace
 
 
 def _trace(method, rounds=1, spe=1, base=LR, **kwargs):
@@ -40,7 +24,7 @@ def _trace(method, rounds=1, spe=1, base=LR, **kwargs):
                                                                             rounds=rounds)
   cb = tfrewind.RewindCallback(method=method, schedule=schedule, cycle_steps=N, lr=base,
                                rewind_step=4, verbose=0, **kwargs)
-  trace = _recording(model, cb.total_steps)
+  trace = recording(model, cb.total_steps)
   model.fit(dataset(), epochs=cb.total_steps // SPE, steps_per_epoch=SPE, verbose=0,
             callbacks=[cb])
   assert int(model.optimizer.iterations.numpy()) == cb.total_steps

@@ -27,6 +27,10 @@ from tfrewind.errors import DataError  # noqa: F401  (raised here; tfrewind.data
 DATASETS = tuple(names.DATASETS)
 PAD = 4
 # Renda et al. validate on a fixed random 2,000 of the 10,000 test images.
+# Mikler's code standardises CIFAR-10 and CIFAR-100 with these CIFAR-10 constants (of x / 255).
+CIFAR10_CODE_STATISTICS = (
+    (255 * np.array([0.49139968, 0.48215841, 0.44653091], np.float64)).astype(np.float32),
+    (255 * np.array([0.24703223, 0.24348513, 0.26158784], np.float64)).astype(np.float32))
 VALIDATION_SIZE = 2000
 VALIDATION_SEED = 0
 
@@ -230,7 +234,7 @@ def validation_split(n_test: int, size: int = VALIDATION_SIZE):
 
 def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str] = None,
          validation: bool = False, download: bool = True, synthetic_size: int = 5000,
-         arrays: Optional[Arrays] = None, start_step: int = 0) -> Bundle:
+         arrays: Optional[Arrays] = None, start_step: int = 0, stats=None) -> Bundle:
   """The training and evaluation pipelines of a dataset.
 
   Args:
@@ -241,11 +245,12 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
     validation: split a fixed 2,000 test images off for validation (Renda).
     arrays: already loaded Arrays (skips `load`).
     start_step: first training batch to produce (resuming).
+    stats: (mean, std) per channel to standardise with (default: the training set's).
   """
   if int(batch_size) != batch_size or batch_size < 1:
     raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
   a = arrays or load(name, data_dir, download, synthetic_size)
-  mean, std = channel_stats(a.train_x)
+  mean, std = stats if stats is not None else channel_stats(a.train_x)
   test_x, test_y, val = a.test_x, a.test_y, None
   if validation:
     vi, ti = validation_split(len(a.test_x))

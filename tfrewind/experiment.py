@@ -22,6 +22,7 @@ from absl import logging
 from tfrewind import data as data_lib
 from tfrewind import hparams as hp_lib
 from tfrewind import platform
+from tfrewind import protocols
 from tfrewind import rewind
 from tfrewind import snapshots
 from tfrewind import store
@@ -97,7 +98,7 @@ class Runner:
             cycle_steps=hp.cycle_steps, rewind_step=hp.to_steps("rewind_step"),
             finetune_lr=hp.finetune_lr, retrain_steps=hp.to_steps("retrain"),
             weights_from=hp.to_steps("weights_from"), lr_from=hp.to_steps("lr_from"),
-            warmup=hp.warmup,
+            warmup=hp.warmup, protocol=hp.protocol,
             scope=hp.scope, structure=hp.structure, criterion=hp.criterion, seed=hp.seed,
             reset_momentum=hp.reset_momentum, restore_optimizer=hp.restore_optimizer,
             dense_trained=True, snapshot=snapshot, start_step=start, verbose=self.env.verbose)
@@ -136,7 +137,10 @@ class Runner:
     # Each phase draws its own data order, so retraining does not replay dense batches;
     # data_order k > 0 gives a retraining another one (the dense phase never changes).
     order = hp.data_order * 1_000_000 if round_ > 0 else 0
+    stats = (data_lib.CIFAR10_CODE_STATISTICS if hp.dataset.startswith("cifar") and
+             protocols.get(hp.protocol).cifar10_statistics else None)
     return data_lib.make(hp.dataset, hp.batch_size, seed=hp.seed * 1000 + round_ + order,
+                         stats=stats,
                          validation=hp.validation, arrays=self.arrays(hp),
                          start_step=start_in_phase)
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tfrewind import names
 from tfrewind import plan as plan_lib
+from tfrewind import protocols
 from tfrewind.pruning import masks as masks_lib
 
 DENSE_GROUPS = ("data", "model", "train")
@@ -60,6 +61,8 @@ class HParams:
   nesterov: bool = _f(True, "train", "Nesterov momentum (Mikler) or heavy ball (Renda)")
   seed: int = _f(1, "train", "seed of initialisation, data order and augmentation")
   mixed_precision: bool = _f(False, "train", "train in mixed_float16 (masks stay float32)")
+  protocol: str = _f("text", "train", "; ".join(f"{p.name}: {p.help}"
+                                                for p in protocols.PROTOCOLS.values()))
   # pruning
   schedule: str = _f("one_shot", "prune", "one_shot or iterative")
   density: float = _f(0.2, "prune", "one_shot: fraction of prunable weights kept")
@@ -116,7 +119,7 @@ class HParams:
   def plan(self) -> plan_lib.Retrain:
     return plan_lib.retrain_plan(self.method, self.cycle_steps, self.to_steps("rewind_step"),
                                  self.to_steps("retrain"), self.to_steps("weights_from"),
-                                 self.to_steps("lr_from"), self.warmup)
+                                 self.to_steps("lr_from"), self.warmup, self.protocol)
 
   def model_overrides(self) -> Dict[str, Any]:
     names = {"width": "width", "bn_momentum": "bn_momentum", "bn_epsilon": "bn_epsilon",
@@ -178,6 +181,7 @@ class HParams:
       raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
     if self.weight_decay is not None and self.weight_decay < 0:
       raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+    protocols.get(self.protocol)
     self.steps_per_epoch()
     n = self.cycle_steps
     if n < 1:

@@ -25,34 +25,41 @@ class StepDecay(LearningRateSchedule):
   The LR of the update made at step s (s = optimizer.iterations before the
   update, from 0) is initial * factor**(number of boundaries <= s): Mikler's
   ResNets use StepDecay(0.1, [36000, 54000], 0.1), so updates 0..35999 use 0.1.
+  With old_at_boundary=True the count is of boundaries < s, as Keras'
+  PiecewiseConstantDecay (and so Mikler's code) has it: update 36000 still uses 0.1.
 
   Example:
     >>> float(StepDecay(0.1, [10], 0.1)(10))
     0.01
   """
 
-  def __init__(self, initial: float, boundaries: Sequence[int], factor: float):
+  def __init__(self, initial: float, boundaries: Sequence[int], factor: float,
+               old_at_boundary: bool = False):
     if sorted(boundaries) != list(boundaries):
       raise ValueError(f"boundaries must be increasing, got {list(boundaries)}")
     self.initial = float(initial)
     self.boundaries = [int(b) for b in boundaries]
     self.factor = float(factor)
+    self.old_at_boundary = bool(old_at_boundary)
     # Values computed once in float64 then rounded, so 0.1 * 0.1 is exactly float32(0.01).
     self._values = [np.float32(self.initial * self.factor ** i)
                     for i in range(len(self.boundaries) + 1)]
 
   def __call__(self, step):
     step = tf.cast(step, tf.int64)
-    index = tf.reduce_sum(tf.cast(step >= tf.constant(self.boundaries or [np.iinfo(np.int64).max],
-                                                      tf.int64), tf.int32))
+    boundaries = tf.constant(self.boundaries or [np.iinfo(np.int64).max], tf.int64)
+    passed = step > boundaries if self.old_at_boundary else step >= boundaries
+    index = tf.reduce_sum(tf.cast(passed, tf.int32))
     return tf.gather(tf.constant(self._values, tf.float32), index)
 
   def value(self, step: int) -> float:
     """The same LR computed in NumPy (for tests and tables)."""
-    return float(self._values[int(np.sum(np.asarray(self.boundaries) <= step))])
+    b = np.asarray(self.boundaries)
+    return float(self._values[int(np.sum(b < step if self.old_at_boundary else b <= step))])
 
   def get_config(self):
-    return {"initial": self.initial, "boundaries": self.boundaries, "factor": self.factor}
+    return {"initial": self.initial, "boundaries": self.boundaries, "factor": self.factor,
+            "old_at_boundary": self.old_at_boundary}
 
 
 @keras.utils.register_keras_serializable(package="tfrewind")

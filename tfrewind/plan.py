@@ -32,6 +32,8 @@ callback, run folders and the report read this table.
 import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
+from tfrewind import protocols
+
 
 @dataclasses.dataclass(frozen=True)
 class Retrain:
@@ -154,12 +156,16 @@ LR_SHAPES = ("slr", "clr", "llr")
 
 def retrain_plan(method_name: str, cycle_steps: int, rewind_step: int = 0,
                  retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
-                 lr_from: Optional[int] = None, warmup: float = 0.1) -> Retrain:
+                 lr_from: Optional[int] = None, warmup: float = 0.1,
+                 protocol: str = "text") -> Retrain:
   """The Retrain of a named method.
+
+  protocol: "text", or a code's protocol (tfrewind.protocols): under "mikler_code"
+    weight rewinding replays the LR from step 0.
 
   Example:
     >>> retrain_plan("weight_rewind", cycle_steps=72000, rewind_step=8000)
-    Retrain(weights_from=8000, lr_from=8000, steps=64000, reinit=False)
+    Retrain(weights_from=8000, lr_from=8000, steps=64000, reinit=False, lr_shape=None, warmup=0)
   """
   n = positive_int("cycle_steps", cycle_steps)
   if method_name not in METHODS:
@@ -174,6 +180,8 @@ def retrain_plan(method_name: str, cycle_steps: int, rewind_step: int = 0,
       raise ValueError(f"{name} (rewind step) {value} is outside the cycle [0, {n}]")
   if plan.weights_from == n:  # the trained weights themselves
     plan = dataclasses.replace(plan, weights_from=None)
+  if method_name == "weight_rewind" and protocols.get(protocol).rewind_lr_from_zero:
+    plan = dataclasses.replace(plan, lr_from=0)
   return plan
 
 

@@ -88,6 +88,8 @@ class RewindCallback(_StepCallback):
     retrain_steps, weights_from, lr_from: the general form (method="custom"),
       or a budget for finetune / lr_rewind / slr / clr / llr.
     warmup: slr and clr: the warm-up, a fraction of the round.
+    protocol: "text", or "mikler_code" (weight rewinding replays the LR from step 0:
+      tfrewind.protocols).
     scope, structure, criterion, seed: passed to `tfrewind.prune`.
     reset_momentum: zero the optimizer state at every prune (Mikler).
     restore_optimizer: weight rewinding also restores the optimizer slots of
@@ -106,7 +108,8 @@ class RewindCallback(_StepCallback):
   def __init__(self, method: str, schedule: schedules_lib.RoundSchedule, cycle_steps: int,
                lr=None, rewind_step: int = 0, finetune_lr: float = 1e-3,
                retrain_steps: Optional[int] = None, weights_from: Optional[int] = None,
-               lr_from: Optional[int] = None, warmup: float = 0.1, scope: str = "global",
+               lr_from: Optional[int] = None, warmup: float = 0.1, protocol: str = "text",
+               scope: str = "global",
                structure: str = "unstructured", criterion: str = "magnitude", seed: int = 0,
                reset_momentum: bool = False, restore_optimizer: bool = True,
                dense_trained: bool = False, snapshot: Union[None, str, Snapshot] = None,
@@ -119,7 +122,7 @@ class RewindCallback(_StepCallback):
     self.schedule = schedule
     self.cycle_steps = plan_lib.positive_int("cycle_steps", cycle_steps)
     self.plan = plan_lib.retrain_plan(method, cycle_steps, rewind_step, retrain_steps,
-                                      weights_from, lr_from, warmup)
+                                      weights_from, lr_from, warmup, protocol)
     self.finetune_lr = float(finetune_lr)
     if not self.finetune_lr > 0:
       raise ValueError(f"finetune_lr must be positive, got {finetune_lr!r}")

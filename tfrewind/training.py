@@ -31,6 +31,7 @@ from tfrewind import hparams as hp_lib
 from tfrewind import lr as lr_lib
 from tfrewind import macs as flops_lib
 from tfrewind import names
+from tfrewind import protocols
 from tfrewind import rewind
 from tfrewind import store
 from tfrewind.errors import RunFailed
@@ -147,7 +148,8 @@ def write_final_scalars(log_dir: str, result: Dict) -> None:
 
 def lr_schedule(hp: hp_lib.HParams) -> lr_lib.StepDecay:
   """The dense run's LR schedule."""
-  return lr_lib.StepDecay(hp.lr, hp.boundaries, hp.lr_factor)
+  return lr_lib.StepDecay(hp.lr, hp.boundaries, hp.lr_factor,
+                          protocols.get(hp.protocol).old_lr_at_boundary)
 
 
 def build(hp: hp_lib.HParams, strategy=None, jit_compile: bool = False,

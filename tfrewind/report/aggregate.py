@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 KEYS = ["network", "dataset", "structure", "schedule", "method", "density"]
+# Our runs also differ by protocol (tfrewind.protocols): never pooled across protocols.
+RUN_KEYS = KEYS + ["protocol"]
 # Retraining with a large LR, the claim of Renda et al. and of Le & Hua (tfrewind.plan).
 LARGE_LR = ("lr_rewind", "slr", "clr", "llr")
 
@@ -76,6 +78,7 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
     # A control by random pruning is its own line beside the magnitude methods.
     method = hp["method"] + ("_random" if hp.get("criterion") == "random" else "")
     row.update(method=method, density=round(meta["density_target"], 4),
+               protocol=hp.get("protocol", "text"),
                round=meta["round"], dense_run=meta.get("dense_run"),
                retrain_epochs=meta.get("steps", 0) / meta.get("epoch_steps", 1),
                flops_speedup=result.get("flops_speedup"),
@@ -109,10 +112,10 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
   """One row per setting: median, 80% interval, min/max over seeds, change vs dense."""
   if runs.empty:
     return pd.DataFrame()
-  chosen = select_budget(runs)
+  chosen = select_budget(runs, keys=RUN_KEYS)
   out = []
-  for key, group in chosen.groupby(KEYS, dropna=False):
-    row = dict(zip(KEYS, key))
+  for key, group in chosen.groupby(RUN_KEYS, dropna=False):
+    row = dict(zip(RUN_KEYS, key))
     s = stats(group["test_acc"])
     dense = stats(group["dense_acc"].dropna()) if group["dense_acc"].notna().any() else None
     row.update(s, compression=1.0 / row["density"], sparsity=1.0 - row["density"],
@@ -125,7 +128,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     row["change_low_pt"] = 100 * (row["low80"] - row["dense_median"])
     row["change_high_pt"] = 100 * (row["high80"] - row["dense_median"])
     out.append(row)
-  return pd.DataFrame(out).sort_values(KEYS).reset_index(drop=True)
+  return pd.DataFrame(out).sort_values(RUN_KEYS).reset_index(drop=True)
 
 
 def claims(table: pd.DataFrame) -> str:
@@ -168,10 +171,14 @@ def claims(table: pd.DataFrame) -> str:
 
 
 def figure_groups(table: pd.DataFrame) -> List[Tuple[tuple, pd.DataFrame]]:
-  """One figure per (network, dataset, schedule, structure)."""
+  """One figure per (network, dataset, schedule, structure, protocol): keys of 5, the
+  protocol "text" for a table without one (the published curves)."""
   if table.empty:
     return []
-  return list(table.groupby(["network", "dataset", "schedule", "structure"]))
+  keys = ["network", "dataset", "schedule", "structure"]
+  if "protocol" not in table:
+    return [(key + ("text",), g) for key, g in table.groupby(keys)]
+  return list(table.groupby(keys + ["protocol"]))
 
 
 def barrier_table(barriers: pd.DataFrame) -> str:

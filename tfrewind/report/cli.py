@@ -14,7 +14,8 @@ import pandas as pd
 from tfrewind.report import aggregate, figures, reference
 from tfrewind.store import atomic_write
 
-COLUMNS = ["network", "dataset", "structure", "schedule", "method", "density", "compression",
+COLUMNS = ["network", "dataset", "structure", "schedule", "protocol", "method", "density",
+           "compression",
            "flops_speedup",
            "retrain_epochs", "trials", "seeds", "median", "low80", "high80", "min", "max",
            "dense_median", "change_pt", "published_median", "published_change_pt",
@@ -63,7 +64,7 @@ def main(root: str, out: str, reference_only: bool = False, metric: str = "final
   if reference_only:
     md += ["Published curves only (Renda et al. 2020, released trials, selection rule applied; "
            "stars: Mikler 2021 Table 5).", ""]
-    for (net, data, sched, struct), group in aggregate.figure_groups(ref):
+    for (net, data, sched, struct, _), group in aggregate.figure_groups(ref):
       stem = os.path.join(out, f"{net}_{data}_{sched}_{struct}_published")
       points = mikler[(mikler.network == net) & (mikler.dataset == data)] if (
           sched == "one_shot" and struct == "unstructured") else None
@@ -93,16 +94,19 @@ def main(root: str, out: str, reference_only: bool = False, metric: str = "final
     md += ["## Dense networks", "", _md_table(
         dense.groupby(["network", "dataset"])["test_acc"].agg(["count", "median", "min", "max"])
         .reset_index(), ["network", "dataset", "count", "median", "min", "max"]), ""]
-  for (net, data, sched, struct), group in aggregate.figure_groups(table):
-    stem = os.path.join(out, f"{net}_{data}_{sched}_{struct}")
+  for (net, data, sched, struct, protocol), group in aggregate.figure_groups(table):
+    # The default protocol keeps the plain names; another one is named in files and titles.
+    tag = "" if protocol == "text" else f"_{protocol}"
+    stem = os.path.join(out, f"{net}_{data}_{sched}_{struct}{tag}")
     theirs = ref[(ref.network == net) & (ref.dataset == data) & (ref.schedule == sched)
                  & (ref.structure == struct)]
     points = mikler[(mikler.network == net) & (mikler.dataset == data)] if (
         sched == "one_shot" and struct == "unstructured") else None
-    files += figures.draw(f"{net} {data} {sched} {struct}", group, theirs, stem, points)
-    files += figures.draw(f"{net} {data} {sched} {struct}", group, None, stem + "_speedup",
-                          x="flops_speedup")
-    md += [f"## {net} · {data} · {sched} · {struct}", "",
+    title = f"{net} {data} {sched} {struct}" + (f" ({protocol})" if tag else "")
+    files += figures.draw(title, group, theirs, stem, points)
+    files += figures.draw(title, group, None, stem + "_speedup", x="flops_speedup")
+    md += [f"## {net} · {data} · {sched} · {struct}" + (f" · protocol {protocol}" if tag else ""),
+           "",
            f"**Claims:** {aggregate.claims(group)}.", "", f"![]({os.path.basename(stem)}.png)",
            f"![]({os.path.basename(stem)}_speedup.png)",
            "", _md_table(group, ["method", "density", "compression", "trials", "median", "low80",

@@ -1,0 +1,39 @@
+"""Protocols: where a paper's text and its code differ, one named set of choices. No TensorFlow.
+
+The published figures came from the code, so a flag file that reproduces a figure runs its
+code's protocol; `text` (the default) is what the papers write. Read from Mikler's code
+(github sjmikler/reproducing-comparing-rewinding-and-finetuning): `training/run.py` builds a
+fresh optimizer for every experiment and Keras' PiecewiseConstantDecay reads
+`optimizer.iterations`, which `fit(initial_epoch=...)` does not move; `training/datasets.py`
+standardises CIFAR-10 and CIFAR-100 alike with CIFAR-10's constants.
+"""
+
+import dataclasses
+from typing import Dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  name: str
+  help: str
+  # Weight rewinding replays the LR schedule from step 0 (a fresh optimizer's counter) over
+  # its N - K steps, instead of resuming it at K.
+  rewind_lr_from_zero: bool = False
+  # At step == boundary the old LR still applies (Keras' PiecewiseConstantDecay).
+  old_lr_at_boundary: bool = False
+  # Every CIFAR is standardised with CIFAR-10's per-channel mean and std.
+  cifar10_statistics: bool = False
+
+
+PROTOCOLS: Dict[str, Protocol] = {
+    "text": Protocol("text", "what the papers' text says (Renda et al. 2020, Mikler 2021)"),
+    "mikler_code": Protocol(
+        "mikler_code", "what the reproduction's code ran, which made its figures",
+        rewind_lr_from_zero=True, old_lr_at_boundary=True, cifar10_statistics=True),
+}
+
+
+def get(name: str) -> Protocol:
+  if name not in PROTOCOLS:
+    raise ValueError(f"unknown --protocol={name!r}: use one of {', '.join(PROTOCOLS)}")
+  return PROTOCOLS[name]
