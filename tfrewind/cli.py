@@ -156,7 +156,8 @@ def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
 
 
 def _snapshot_steps(runs) -> List[int]:
-  extra = [_int("snapshot_steps")(v) for v in FLAGS.snapshot_steps]
+  extra = [hp_lib.parse_steps(v, runs[0].steps_per_epoch(), "snapshot_steps")
+           for v in FLAGS.snapshot_steps] if runs else []
   return sorted(set(sweep.snapshot_steps(runs)) | set(extra))
 
 
