@@ -17,7 +17,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -128,7 +128,8 @@ def matmul_gflops(n=2048, repeats=5) -> float:
   return best
 
 
-def threshold_seconds(name="wrn16_8", repeats=3) -> float:
+def threshold_seconds(name="wrn16_8", repeats=3) -> Tuple[float, int]:
+  """(median seconds of one global threshold over all kernels of `name`, kernel weights)."""
   model = registry.build_model(name, input_shape=(32, 32, 3))
   kernels = [k.numpy() for k in registry.prunable_kernels(model)]
   times = []
