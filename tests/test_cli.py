@@ -217,7 +217,9 @@ def test_resume_after_kill_minus_9_mid_training(tmp_path):
   args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--train_steps=200it",
           "--lr_boundaries=100it,150it", "--methods=lr_rewind"]
   proc = spawn(args, cwd=tmp_path)
-  backups = lambda: glob.glob(str(root / "dense_*" / "backup" / "ckpt-*.index"))
+  # The manager's state file, not the .index: it is written (atomically) after the
+  # checkpoint's files, and it is what a resumed run reads to find them (as test_faults).
+  backups = lambda: glob.glob(str(root / "dense_*" / "backup" / "checkpoint"))
   _wait_for(lambda: len(backups()) >= 1, proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
