@@ -130,6 +130,12 @@ def _int(name):
   return convert
 
 
+def _densities() -> List[float]:
+  if FLAGS["density"].present or not FLAGS.densities:
+    return [FLAGS.density]
+  return hp_lib.expand_densities(FLAGS.densities)
+
+
 def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
   """Every run that the flags ask for, validated (ValueError on the first bad one).
 
@@ -140,10 +146,7 @@ def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
   methods = _pick("method", "methods", str)
   seeds = _pick("seed", "seeds", _int("seeds"))
   retrains = _pick("retrain", "retrains", str)
-  if FLAGS["density"].present or not FLAGS.densities:
-    densities = [FLAGS.density]
-  else:
-    densities = hp_lib.expand_densities(FLAGS.densities)
+  densities = _densities()
   unknown = sorted(set(FLAGS.random_controls) - set(methods))
   if unknown:
     raise UsageError(f"--random_controls={','.join(unknown)} names no method of the grid "
@@ -162,20 +165,24 @@ def _snapshot_steps(runs) -> List[int]:
 
 
 # ---------------------------------------------------------------------------- commands
-def cmd_run() -> int:
+def _runner(strategy, snapshot_steps):
+  """The Runner of --root with the execution flags (never part of a run's identity)."""
   from tfrewind import experiment  # pylint: disable=g-import-not-at-top
+  return experiment.Runner(experiment.Env(
+      root=FLAGS.root, strategy=strategy, jit_compile=FLAGS.jit_compile,
+      steps_per_execution=FLAGS.steps_per_execution, deterministic=FLAGS.deterministic,
+      verbose=FLAGS.verbose, snapshot_steps=snapshot_steps,
+      worker=platform.worker_index(strategy)))
+
+
+def cmd_run() -> int:
   from tfrewind import progress as progress_lib  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   # First: collective ops must be configured before any TF op runs.
   strategy = platform.strategy(FLAGS.distribution)
   runs = make_grid()
-  env = experiment.Env(root=FLAGS.root, strategy=strategy, jit_compile=FLAGS.jit_compile,
-                       steps_per_execution=FLAGS.steps_per_execution,
-                       deterministic=FLAGS.deterministic, verbose=FLAGS.verbose,
-                       snapshot_steps=_snapshot_steps(runs),
-                       worker=platform.worker_index(strategy))
-  runner = experiment.Runner(env)
+  runner = _runner(strategy, _snapshot_steps(runs))
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
     runner.arrays(hp)  # missing data fails here, before any training
   logging.info("root %s: %d runs", os.path.abspath(FLAGS.root), len(runs))
@@ -266,7 +273,7 @@ def cmd_bench() -> int:
 
 
 def cmd_stability() -> int:
-  from tfrewind import experiment, stability  # pylint: disable=g-import-not-at-top
+  from tfrewind import stability  # pylint: disable=g-import-not-at-top
   if FLAGS.alphas < 11:
     raise UsageError(f"--alphas={FLAGS.alphas}: use at least 11 points of the path")
   if FLAGS.bn_batches < 1:
@@ -274,18 +281,14 @@ def cmd_stability() -> int:
   strategy = platform.strategy(FLAGS.distribution)
   base = base_hparams()
   seeds = _pick("seed", "seeds", _int("seeds"))
-  densities = ([FLAGS.density] if FLAGS["density"].present or not FLAGS.densities
-               else hp_lib.expand_densities(FLAGS.densities))
+  densities = _densities()
   steps = sorted({hp_lib.parse_steps(k, base.steps_per_epoch(), "rewind_steps")
                   for k in FLAGS.rewind_steps})
   runs = [c for seed in seeds for d in densities for k in steps
           for c in stability.copies(dataclasses.replace(base, seed=seed), d, k)]
   sweep.validate(runs)
   sweep.check_densities(runs)
-  runner = experiment.Runner(experiment.Env(
-      root=FLAGS.root, strategy=strategy, jit_compile=FLAGS.jit_compile,
-      steps_per_execution=FLAGS.steps_per_execution, deterministic=FLAGS.deterministic,
-      verbose=FLAGS.verbose, snapshot_steps=steps, worker=platform.worker_index(strategy)))
+  runner = _runner(strategy, steps)
   runner.arrays(base)  # missing data fails here, before any training
   table, barriers = stability.analyse(runner, base, densities, steps, seeds, FLAGS.alphas,
                                       FLAGS.bn, FLAGS.bn_batches, FLAGS.stable_below)
