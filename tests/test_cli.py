@@ -61,10 +61,12 @@ def test_every_flag_file_parses_and_validates(capsys):
   flags.FLAGS.unparse_flags()
   assert counts["resnet110_one_shot.flags"] == 3
   assert counts["resnet20_one_shot.flags"] == 60  # 3 methods x 20 densities
-  assert counts["renda_resnet56_budgets.flags"] == 300  # 3 methods x 10 densities x 10 budgets
+  # 4 methods x 10 densities x 10 budgets x 3 trials, and reinit (no budget) x 10 x 3
+  assert counts["renda_resnet56_one_shot.flags"] == 1230
+  assert counts["renda_resnet56_structured_b.flags"] == (4 * 5 * 10 + 5) * 3  # 5 levels
   assert counts["wrn16_8_iterative.flags"] == 3
-  # 6 methods x 10 densities x 10 budgets, and clr again on random masks
-  assert counts["retraining_variants.flags"] == 700
+  # 6 methods x 10 densities x 10 budgets, and clr again on random masks, 3 trials
+  assert counts["retraining_variants.flags"] == 2100
   flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([
       f"--flagfile={os.path.join(REPO, 'flags', 'resnet20_one_shot.flags')}",
       f"--flagfile={os.path.join(REPO, 'flags', 'common', 'controls.flags')}"]))
@@ -95,8 +97,10 @@ def test_flag_files_carry_the_papers_hyperparameters(capsys):
   assert wrn.rate == pytest.approx(0.7) and wrn.rounds == 12
   r110 = first("resnet110_one_shot.flags")
   assert r110.density == pytest.approx(0.107374, abs=1e-6)  # 89.3% sparsity
-  renda = first("renda_resnet56_budgets.flags")
-  assert renda.cycle_steps == 182 * 390 and not renda.nesterov and renda.validation
+  renda = first("renda_resnet56_one_shot.flags")
+  assert renda.cycle_steps == 71108 and not renda.nesterov and renda.validation
+  assert renda.protocol == "renda_code"
+  assert first("renda_resnet110_structured_a.flags").structure == "structured_a"
   assert first("resnet56_cifar100_one_shot.flags").dataset == "cifar100"
   assert first("resnet20_structured.flags").structure == "channel"
 

@@ -15,6 +15,8 @@ N, K = 72000, 8000
     ("finetune", dict(retrain_steps=4000), plan.Retrain(None, None, 4000)),
     ("weight_rewind", {}, plan.Retrain(K, K, N - K)),
     ("weight_rewind", dict(retrain_steps=20000), plan.Retrain(N - 20000, N - 20000, 20000)),
+    ("weight_rewind_low_lr", {}, plan.Retrain(K, None, N - K)),
+    ("weight_rewind_low_lr", dict(retrain_steps=20000), plan.Retrain(N - 20000, None, 20000)),
     ("lr_rewind", {}, plan.Retrain(None, 0, N)),
     ("lr_rewind", dict(retrain_steps=20000), plan.Retrain(None, N - 20000, 20000)),
     ("reinit", {}, plan.Retrain(None, 0, N, reinit=True)),

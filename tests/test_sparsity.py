@@ -61,7 +61,7 @@ def test_prune_layerwise_and_channel():
   with pytest.raises(ValueError, match="structure='channel'"):
     tfrewind.prune(tfrewind.prunable(tiny_resnet()), 0.5, structure="channel")
   model = tfrewind.prunable(tiny_resnet(), structure="channel")
-  tfrewind.prune(model, 0.5, structure="channel")
+  tfrewind.prune(model, 0.5, structure="channel", count="channels")
   masks = tfrewind.get_masks(model)
   for m in masks.values():
     per_channel = m.reshape(-1, m.shape[-1])
@@ -277,3 +277,65 @@ def test_density_counts_masks():
   assert tfrewind.density(model) == sum(c for c, _ in counts) / sum(n for _, n in counts)
   assert set(tfrewind.layer_densities(model)) == set(tfrewind.get_masks(model))
   assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
+
+
+# Filters kept by the first conv of each block at level 1 (stage: blocks in order): Python's
+# random.Random(0), one draw per listed conv in order, as the original's random.seed(0).
+LEVEL1_FILTERS = {
+    ("resnet56", "structured_a"): {
+        "stage1": [15, 15, 14, 14, 14, 14, 15, 16, 14],
+        "stage2": [32, 29, 29, 29, 29, 29, 29, 29, 29],
+        "stage3": [64, 58, 58, 58, 58, 57, 58, 58, 64]},
+    ("resnet56", "structured_b"): {
+        "stage1": [7, 7, 6, 6, 6, 6, 7, 16, 16],
+        "stage2": [32, 22, 22, 22, 23, 22, 22, 32, 23],
+        "stage3": [64, 58, 57, 58, 58, 58, 58, 57, 64]},
+}
+
+
+def _released_densities(network, structure):
+  from tfrewind.report import reference  # pylint: disable=g-import-not-at-top
+  trials = reference.renda_trials()
+  return sorted(trials[(trials.network == network) & (trials.structure == structure)]
+                ["density"].unique(), reverse=True)
+
+
+@pytest.mark.parametrize("network,structure", sorted(LEVEL1_FILTERS))
+def test_structured_a_b_prune_the_originals_filters(network, structure):
+  model = tfrewind.prunable(tfrewind.build_model(network), structure=structure)
+  names = [w.layer.name for w in sparsity.wrappers(model)]
+  weights = [w.layer.kernel.numpy() for w in sparsity.wrappers(model)]
+  ratios = sparsity.filter_ratios(weights, structure)
+  # the original numbers 3x3 convs from the stem (conv_1): block j's first conv is 2 + 2j
+  assert {names[i] for i in ratios} == {
+      f"stage{(k - 2) // 18 + 1}_block{(k - 2) % 18 // 2 + 1}_conv1"
+      for k in masks_lib.FILTER_SETTINGS[(56, structure)]}
+  from test_masks import original_filter_masks  # pylint: disable=g-import-not-at-top
+  released = _released_densities(network, structure)
+  for level in range(1, 6):
+    masks = sparsity.new_masks(model, 1.0, structure=structure, level=level)
+    ones = [np.ones(w.shape, np.float32) for w in weights]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(
+        masks, original_filter_masks(weights, ones, ratios, level)))
+    if level == 1:
+      kept = {}
+      for name, m in zip(names, masks):
+        if name.endswith("_conv1") and name.startswith("stage"):
+          kept.setdefault(name.split("_")[0], []).append(int(m.reshape(-1, m.shape[-1])
+                                                             .any(0).sum()))
+      assert kept == LEVEL1_FILTERS[(network, structure)]
+    # The released densities count a removed filter's inputs in the next conv as removed
+    # too (Li et al.'s count); ours land within 0.002 of them (their rounding draws are
+    # not released; the trials' densities do not follow from seed 0 and these shapes).
+    effective = 0
+    for i, m in enumerate(masks):
+      if i - 1 in ratios:
+        dead = ~masks[i - 1].reshape(-1, masks[i - 1].shape[-1]).any(0)
+        m = m.copy()
+        m[:, :, dead, :] = 0
+      effective += m.sum()
+    assert abs(effective / sum(m.size for m in masks) - released[level - 1]) < 0.002
+  tfrewind.prune(model, 1.0, structure=structure, level=2)
+  with pytest.raises(ValueError, match="defined for resnet110 and resnet56"):
+    sparsity.new_masks(tfrewind.prunable(tiny_resnet(), structure=structure), 1.0,
+                       structure=structure)

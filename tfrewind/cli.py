@@ -29,6 +29,7 @@ from tfrewind import hparams as hp_lib
 from tfrewind import platform
 from tfrewind import sweep
 from tfrewind.errors import DataError, RunFailed, UsageError
+from tfrewind.pruning import masks as masks_lib
 
 FLAGS = flags.FLAGS
 COMMANDS = ("run", "sweep", "stability", "models", "report", "bench", "export")
@@ -55,6 +56,8 @@ def _define_hparam_flags():
 _define_hparam_flags()
 flags.DEFINE_list("methods", None, "grid: retraining methods (overrides --method)")
 flags.DEFINE_string("densities", None, "grid: one-shot densities, e.g. 0.8^1..20 or 0.5,0.2")
+flags.DEFINE_list("levels", None, "grid: structured_a/b levels, e.g. 1,2,3,4,5 (the released "
+                  "trials' five points; overrides --level)")
 flags.DEFINE_list("seeds", None, "grid: seeds (overrides --seed)")
 flags.DEFINE_list("retrains", None, "grid: retraining budgets, e.g. 10ep,40ep (Renda)")
 flags.DEFINE_list("random_controls", [], "grid: methods also run with --criterion=random "
@@ -147,11 +150,12 @@ def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
   seeds = _pick("seed", "seeds", _int("seeds"))
   retrains = _pick("retrain", "retrains", str)
   densities = _densities()
+  levels = _pick("level", "levels", _int("levels"))
   unknown = sorted(set(FLAGS.random_controls) - set(methods))
   if unknown:
     raise UsageError(f"--random_controls={','.join(unknown)} names no method of the grid "
                      f"({','.join(methods)})")
-  runs = sweep.grid(base, methods, densities, seeds, retrains, FLAGS.random_controls)
+  runs = sweep.grid(base, methods, densities, seeds, retrains, FLAGS.random_controls, levels)
   sweep.validate(runs)
   if check_networks:
     sweep.check_densities(runs)
@@ -203,8 +207,8 @@ def _print_table(rows):
           f"{100 * (acc - dense):>+6.2f}pt")
 
 
-_GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "method", "density", "seed",
-               "retrain", "print", "snapshot_steps", "random_controls")
+_GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "levels", "method", "density", "seed",
+               "retrain", "level", "print", "snapshot_steps", "random_controls")
 
 
 def cmd_sweep(raw_args) -> int:
@@ -227,7 +231,9 @@ def cmd_sweep(raw_args) -> int:
   seen = set()
   for hp in runs:
     args = ["tfrewind", "run", *keep, f"--method={hp.method}", f"--seed={hp.seed}"]
-    if hp.schedule == "one_shot":
+    if hp.structure in masks_lib.FILTER_STRUCTURES:
+      args.append(f"--level={hp.level}")
+    elif hp.schedule == "one_shot":
       args.append(f"--density={hp.density!r}")
     if hp.retrain is not None:
       args.append(f"--retrain={hp.retrain}")

@@ -54,8 +54,8 @@ class Bundle:
   validation: Optional[tf.data.Dataset]
   steps_per_epoch: int
   num_classes: int
-  mean: np.ndarray
-  std: np.ndarray
+  mean: Optional[np.ndarray]  # None: each image standardised by its own statistics
+  std: Optional[np.ndarray]
 
 
 def default_data_dir() -> str:
@@ -164,28 +164,41 @@ def channel_stats(images: np.ndarray):
 
 
 def standardize(image, mean, std):
+  """By per-channel constants, or (mean None) each image by its own mean and std, as the
+  original study's TF official ResNet (tf.image.per_image_standardization)."""
+  if mean is None:
+    return tf.image.per_image_standardization(tf.cast(image, tf.float32))
   return (tf.cast(image, tf.float32) - mean) / std
 
 
-def augment_with(image, flip, dy, dx, pad: int = PAD):
-  """Reflection-pads by `pad`, crops at (dy, dx), mirrors if `flip`: pure and exact."""
+def _constants(mean, std):
+  return (None, None) if mean is None else (tf.constant(mean), tf.constant(std))
+
+
+PAD_MODES = ("REFLECT", "CONSTANT")
+
+
+def augment_with(image, flip, dy, dx, pad: int = PAD, pad_mode: str = "REFLECT"):
+  """Pads by `pad` (reflection, or zeros: "CONSTANT"), crops at (dy, dx), mirrors if `flip`:
+  pure and exact."""
   h, w = image.shape[0], image.shape[1]
-  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode=pad_mode)
   cropped = tf.slice(padded, tf.stack([dy, dx, 0]), [h, w, image.shape[2]])
   return tf.cond(flip, lambda: tf.reverse(cropped, axis=[1]), lambda: cropped)
 
 
-def augment(image, seed, pad: int = PAD, flip: bool = True):
+def augment(image, seed, pad: int = PAD, flip: bool = True, pad_mode: str = "REFLECT"):
   """Random flip (if `flip`) and crop drawn from a stateless seed (a [2] int tensor)."""
   mirror = tf.random.stateless_uniform([], seed) < 0.5
   if not flip:
     mirror = tf.constant(False)
   offsets = tf.random.stateless_uniform([2], seed + [0, 1], 0, 2 * pad + 1, dtype=tf.int32)
-  return augment_with(image, mirror, offsets[0], offsets[1], pad)
+  return augment_with(image, mirror, offsets[0], offsets[1], pad, pad_mode)
 
 
 def train_pipeline(x, y, batch_size: int, seed: int, mean, std,
-                   start_step: int = 0, pad: int = PAD, flip: bool = True) -> tf.data.Dataset:
+                   start_step: int = 0, pad: int = PAD, flip: bool = True,
+                   pad_mode: str = "REFLECT") -> tf.data.Dataset:
   """Infinite, shuffled, augmented, standardised batches; deterministic under `seed`.
 
   Epoch e visits the images in a stateless permutation of (seed, e), and the
@@ -197,7 +210,7 @@ def train_pipeline(x, y, batch_size: int, seed: int, mean, std,
   per_epoch = n // batch_size * batch_size  # drop the remainder of every epoch
   first = start_step * batch_size
   images, labels = tf.constant(x), tf.constant(y)
-  mean, std = tf.constant(mean), tf.constant(std)
+  mean, std = _constants(mean, std)
 
   def epoch(e):
     order = tf.random.experimental.stateless_shuffle(
@@ -207,7 +220,7 @@ def train_pipeline(x, y, batch_size: int, seed: int, mean, std,
 
   def prepare(position, index):
     s = tf.stack([tf.constant(seed, tf.int64), position])
-    image = augment(tf.gather(images, index), s, pad, flip)
+    image = augment(tf.gather(images, index), s, pad, flip, pad_mode)
     return standardize(image, mean, std), tf.gather(labels, index)
 
   ds = tf.data.Dataset.range(first // per_epoch, np.iinfo(np.int64).max).flat_map(epoch)
@@ -218,7 +231,7 @@ def train_pipeline(x, y, batch_size: int, seed: int, mean, std,
 
 def eval_pipeline(x, y, batch_size: int, mean, std) -> tf.data.Dataset:
   """Finite, standardised, in order."""
-  mean, std = tf.constant(mean), tf.constant(std)
+  mean, std = _constants(mean, std)
   ds = tf.data.Dataset.from_tensor_slices((x, y))
   ds = ds.map(lambda image, label: (standardize(image, mean, std), label),
               num_parallel_calls=tf.data.AUTOTUNE)
@@ -234,7 +247,8 @@ def validation_split(n_test: int, size: int = VALIDATION_SIZE):
 
 def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str] = None,
          validation: bool = False, download: bool = True, synthetic_size: int = 5000,
-         arrays: Optional[Arrays] = None, start_step: int = 0, stats=None) -> Bundle:
+         arrays: Optional[Arrays] = None, start_step: int = 0, stats=None,
+         per_image: bool = False, pad_mode: str = "REFLECT") -> Bundle:
   """The training and evaluation pipelines of a dataset.
 
   Args:
@@ -246,11 +260,18 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
     arrays: already loaded Arrays (skips `load`).
     start_step: first training batch to produce (resuming).
     stats: (mean, std) per channel to standardise with (default: the training set's).
+    per_image: standardise each image by its own mean and std instead (Bundle.mean and
+      .std are then None).
+    pad_mode: the random crop's padding, "REFLECT" or "CONSTANT" (zeros).
   """
   if int(batch_size) != batch_size or batch_size < 1:
     raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
   a = arrays or load(name, data_dir, download, synthetic_size)
+  if pad_mode not in PAD_MODES:
+    raise DataError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
   mean, std = stats if stats is not None else channel_stats(a.train_x)
+  if per_image:
+    mean = std = None
   test_x, test_y, val = a.test_x, a.test_y, None
   if validation:
     vi, ti = validation_split(len(a.test_x))
@@ -260,7 +281,7 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
     raise DataError(f"batch_size {batch_size} is larger than the training set ({len(a.train_x)})")
   spec = names.DATASETS[name]
   return Bundle(train=train_pipeline(a.train_x, a.train_y, batch_size, seed, mean, std,
-                                     start_step, spec.pad, spec.flip),
+                                     start_step, spec.pad, spec.flip, pad_mode),
                 test=eval_pipeline(test_x, test_y, batch_size, mean, std),
                 validation=val, steps_per_epoch=max(len(a.train_x) // batch_size, 1),
                 num_classes=a.num_classes, mean=mean, std=std)

@@ -100,6 +100,7 @@ class Runner:
             weights_from=hp.to_steps("weights_from"), lr_from=hp.to_steps("lr_from"),
             warmup=hp.warmup, protocol=hp.protocol,
             scope=hp.scope, structure=hp.structure, criterion=hp.criterion, seed=hp.seed,
+            count=hp.channel_count, classifier=hp.classifier, level=hp.level,
             reset_momentum=hp.reset_momentum, restore_optimizer=hp.restore_optimizer,
             dense_trained=True, snapshot=snapshot, start_step=start, verbose=self.env.verbose)
         training.train_phase(
@@ -137,10 +138,12 @@ class Runner:
     # Each phase draws its own data order, so retraining does not replay dense batches;
     # data_order k > 0 gives a retraining another one (the dense phase never changes).
     order = hp.data_order * 1_000_000 if round_ > 0 else 0
+    protocol = protocols.get(hp.protocol)
     stats = (data_lib.CIFAR10_CODE_STATISTICS if hp.dataset.startswith("cifar") and
-             protocols.get(hp.protocol).cifar10_statistics else None)
+             protocol.cifar10_statistics else None)
     return data_lib.make(hp.dataset, hp.batch_size, seed=hp.seed * 1000 + round_ + order,
-                         stats=stats,
+                         stats=stats, per_image=protocol.per_image_standardization,
+                         pad_mode="CONSTANT" if protocol.zero_padding else "REFLECT",
                          validation=hp.validation, arrays=self.arrays(hp),
                          start_step=start_in_phase)
 

@@ -69,7 +69,15 @@ class HParams:
   rate: float = _f(0.8, "prune", "iterative: fraction of the remaining weights kept per round")
   rounds: int = _f(1, "prune", "iterative: rounds (densities rate**1 .. rate**rounds)")
   scope: str = _f("global", "prune", "global (one threshold) or layerwise")
-  structure: str = _f("unstructured", "prune", "unstructured or channel")
+  structure: str = _f("unstructured", "prune", "unstructured; channel (whole output channels by "
+                      "mean |w|, one global threshold); structured_a or structured_b (Li et al. "
+                      "2017 L1 filter pruning as Renda et al. ran it, ResNet-56/110, one-shot)")
+  channel_count: str = _f("weights", "prune", "channel: what a density counts, kernel weights "
+                          "(the reproduction's axis) or channels")
+  classifier: str = _f("fixed", "prune", "channel: the classifier keeps its units (fixed) or "
+                       "loses input rows like channels (rows, the reproduction's rule)")
+  level: int = _f(1, "prune", "structured_a/b: Li et al.'s ratios compound level times "
+                  "(1-(1-r)^level of each listed conv's filters; the released trials: 1..5)")
   criterion: str = _f("magnitude", "prune", "magnitude or random (control)")
   # retraining
   method: str = _f("lr_rewind", "retrain", "; ".join(
@@ -198,9 +206,20 @@ class HParams:
       if self.rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
     for name, allowed in (("scope", masks_lib.SCOPES), ("structure", masks_lib.STRUCTURES),
-                          ("criterion", masks_lib.CRITERIA)):
+                          ("criterion", masks_lib.CRITERIA), ("channel_count", masks_lib.COUNTS),
+                          ("classifier", masks_lib.CLASSIFIERS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
+    if self.structure in masks_lib.FILTER_STRUCTURES:
+      nets = sorted({f"resnet{d}" for d, s in masks_lib.FILTER_SETTINGS if s == self.structure})
+      if self.model not in nets:
+        raise ValueError(f"--structure={self.structure} (Li et al. 2017) is defined for "
+                         f"{' and '.join(nets)}, not --model={self.model}: use --structure=channel")
+      if self.schedule != "one_shot":
+        raise ValueError(f"--structure={self.structure} prunes once, at --level: use "
+                         "--schedule=one_shot (the original's levels compound the ratios)")
+      if self.level < 1:
+        raise ValueError(f"--level must be >= 1, got {self.level}")
     k = self.to_steps("rewind_step")
     if not 0 <= k < n:
       raise ValueError(f"--rewind_step={self.rewind_step} ({k} iterations) is not inside the "
@@ -250,6 +269,10 @@ def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
     return dense
   branch = hp.canonical(BRANCH_GROUPS)
   unused = ("rate", "rounds") if hp.schedule == "one_shot" else ("density", "rounds")
+  if hp.structure in masks_lib.FILTER_STRUCTURES:
+    unused += ("density", "channel_count", "classifier")
+  else:
+    unused += ("level",) + (() if hp.structure == "channel" else ("channel_count", "classifier"))
   reads = set(plan_lib.METHODS[hp.method].reads) | {"method", "reset_momentum", "data_order"}
   unused += tuple(f.name for f in dataclasses.fields(hp)
                   if f.metadata["group"] == "retrain" and f.name not in reads)
@@ -257,6 +280,9 @@ def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
     branch.pop(name, None)
   if hp.schedule == "iterative":
     branch["rate"] = hp.rate
+  if hp.structure == "channel":
+    # Channel densities counted channels before they counted weights: never reuse such a run.
+    branch["channel_count"] = hp.channel_count
   return {"dense": run_key(hp, 0), "round": round_, **branch}
 
 

@@ -9,6 +9,8 @@ Renda et al. (2020) is one entry of `METHODS`, name -> plan:
   weight_rewind  Retrain(K, K, N - K)       weights, BatchNorm, momentum from K
                                             (a budget T instead sets K = N - T)
   lr_rewind      Retrain(None, N - T, T)    T = N by default: LR from 0
+  weight_rewind_low_lr  Retrain(K, None, N - K)   weights (and momentum) from K, constant LR
+                                            0.001: the original's `lr_lottery` control
   reinit         the mask kept, weights re-drawn from their initializers, LR from 0 (control)
   custom         Retrain(weights_from, lr_from, T)
 
@@ -101,6 +103,16 @@ def _weight_rewind(n, k, t, weights_from, lr_from, warmup):
   if k < 0:
     raise ValueError(f"weight_rewind budget {t} is longer than the cycle ({n} steps)")
   return Retrain(k, k, n - k)
+
+
+@method("weight_rewind_low_lr", reads=("rewind_step", "retrain", "finetune_lr",
+                                      "restore_optimizer"),
+        help="weights from step K (a budget T sets K = N - T), constant LR finetune_lr "
+             "(Renda's low-LR control)")
+def _weight_rewind_low_lr(n, k, t, weights_from, lr_from, warmup):
+  # The original's `lr_lottery`: --lottery_reset_to the checkpoint of step K (weights, momentum
+  # and global step) with --lottery_force_learning_rate, trained to the end of the cycle.
+  return dataclasses.replace(_weight_rewind(n, k, t, weights_from, lr_from, warmup), lr_from=None)
 
 
 @method("lr_rewind", reads=("retrain",),

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, TextIO
 
 from tfrewind import hparams as hp_lib
 from tfrewind import store
+from tfrewind.pruning import masks
 
 
 def duration(seconds: float) -> str:
@@ -39,8 +40,9 @@ class Progress:
     self.rows = []  # (seed, method, density, test accuracy, dense accuracy), for the summary
 
   def _label(self, hp: hp_lib.HParams, round_: int) -> str:
-    return (f"[{self.done + 1}/{len(self.networks)}] {hp.method} density "
-            f"{hp.densities[round_ - 1]:.4g} seed {hp.seed}")
+    point = (f"{hp.structure} level {hp.level}" if hp.structure in masks.FILTER_STRUCTURES
+             else f"density {hp.densities[round_ - 1]:.4g}")
+    return f"[{self.done + 1}/{len(self.networks)}] {hp.method} {point} seed {hp.seed}"
 
   def start(self, hp: hp_lib.HParams, round_: int) -> None:
     self._started = self.clock()
@@ -51,9 +53,12 @@ class Progress:
     """trained: this process trained the run (False: it was finished before)."""
     seconds = self.clock() - self._started
     label = self._label(hp, round_)
-    accuracy = store.read_json(paths.result)["test_accuracy"]
+    result = store.read_json(paths.result)
+    accuracy = result["test_accuracy"]
     dense_accuracy = store.read_json(dense.result)["test_accuracy"]
-    self.rows.append((hp.seed, hp.method, hp.densities[round_ - 1], accuracy, dense_accuracy))
+    density = (result["density"] if hp.structure in masks.FILTER_STRUCTURES
+               else hp.densities[round_ - 1])
+    self.rows.append((hp.seed, hp.method, density, accuracy, dense_accuracy))
     if trained:
       self._timed.setdefault(hp.model, []).append(seconds)
     self.done += 1

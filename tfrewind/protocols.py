@@ -5,7 +5,12 @@ code's protocol; `text` (the default) is what the papers write. Read from Mikler
 (github sjmikler/reproducing-comparing-rewinding-and-finetuning): `training/run.py` builds a
 fresh optimizer for every experiment and Keras' PiecewiseConstantDecay reads
 `optimizer.iterations`, which `fit(initial_epoch=...)` does not move; `training/datasets.py`
-standardises CIFAR-10 and CIFAR-100 alike with CIFAR-10's constants.
+standardises CIFAR-10 and CIFAR-100 alike with CIFAR-10's constants. Read from the original's code
+(github lottery-ticket/rewinding-iclr20-public, vision/): its LR is
+`tf.train.piecewise_constant` (the old value at the boundary step); rewinding restores the
+global step with the weights, as its text says; its CIFAR input (official/resnet/cifar10_main.py)
+pads with zeros before the random crop and standardises each image alone. The README's table
+lists what is not modelled.
 """
 
 import dataclasses
@@ -23,6 +28,10 @@ class Protocol:
   old_lr_at_boundary: bool = False
   # Every CIFAR is standardised with CIFAR-10's per-channel mean and std.
   cifar10_statistics: bool = False
+  # Each image standardised by its own mean and std (tf.image.per_image_standardization),
+  # after a random crop of the zero-padded image (not reflection-padded).
+  per_image_standardization: bool = False
+  zero_padding: bool = False
 
 
 PROTOCOLS: Dict[str, Protocol] = {
@@ -30,6 +39,11 @@ PROTOCOLS: Dict[str, Protocol] = {
     "mikler_code": Protocol(
         "mikler_code", "what the reproduction's code ran, which made its figures",
         rewind_lr_from_zero=True, old_lr_at_boundary=True, cifar10_statistics=True),
+    # tf.compat.v1.train.piecewise_constant, read in the original's resnet_run_loop.py.
+    "renda_code": Protocol(
+        "renda_code", "what the original study's code ran (the LR steps at a boundary one step "
+        "late; each image standardised alone after a crop of the zero-padded image)",
+        old_lr_at_boundary=True, per_image_standardization=True, zero_padding=True),
 }
 
 

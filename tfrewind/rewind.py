@@ -90,7 +90,8 @@ class RewindCallback(_StepCallback):
     warmup: slr and clr: the warm-up, a fraction of the round.
     protocol: "text", or "mikler_code" (weight rewinding replays the LR from step 0:
       tfrewind.protocols).
-    scope, structure, criterion, seed: passed to `tfrewind.prune`.
+    scope, structure, criterion, seed, count, classifier, level: passed to
+      `tfrewind.prune`.
     reset_momentum: zero the optimizer state at every prune (Mikler).
     restore_optimizer: weight rewinding also restores the optimizer slots of
       step K (Renda).
@@ -111,6 +112,7 @@ class RewindCallback(_StepCallback):
                lr_from: Optional[int] = None, warmup: float = 0.1, protocol: str = "text",
                scope: str = "global",
                structure: str = "unstructured", criterion: str = "magnitude", seed: int = 0,
+               count: str = "weights", classifier: str = "fixed", level: int = 1,
                reset_momentum: bool = False, restore_optimizer: bool = True,
                dense_trained: bool = False, snapshot: Union[None, str, Snapshot] = None,
                snapshot_path: Optional[str] = None, start_step: Optional[int] = None,
@@ -126,10 +128,15 @@ class RewindCallback(_StepCallback):
     self.finetune_lr = float(finetune_lr)
     if not self.finetune_lr > 0:
       raise ValueError(f"finetune_lr must be positive, got {finetune_lr!r}")
-    self.prune_kwargs = dict(scope=scope, structure=structure, criterion=criterion, seed=seed)
+    self.prune_kwargs = dict(scope=scope, structure=structure, criterion=criterion, seed=seed,
+                             count=count, classifier=classifier, level=level)
     # Fail now, not after hours of dense training, on a bad scope/structure.
     from tfrewind.pruning import masks as masks_lib  # pylint: disable=g-import-not-at-top
-    masks_lib.compute_masks([np.ones((1, 2), np.float32)], 1.0, **self.prune_kwargs)
+    if structure not in masks_lib.FILTER_STRUCTURES:
+      masks_lib.compute_masks([np.ones((1, 2), np.float32)], 1.0, scope=scope,
+                              structure=structure, criterion=criterion, seed=seed, count=count)
+    if classifier not in sparsity.CLASSIFIERS:
+      raise ValueError(f"classifier must be one of {sparsity.CLASSIFIERS}, got {classifier!r}")
     self.reset_momentum = bool(reset_momentum)
     self.restore_optimizer = bool(restore_optimizer)
     self.dense_trained = bool(dense_trained)
@@ -183,7 +190,7 @@ class RewindCallback(_StepCallback):
     if not sparsity.wrappers(model):
       raise ValueError("RewindCallback needs a prunable model: call tfrewind.prunable(model) "
                        "before compiling")
-    if self.prune_kwargs["structure"] == "channel":
+    if sparsity.silences_channels(self.prune_kwargs["structure"]):
       sparsity.require_channel_norms(model)
     step = int(model.optimizer.iterations.numpy())
     if self.start_step is None:

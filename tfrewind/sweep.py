@@ -13,26 +13,39 @@ from typing import List, Optional, Sequence
 
 from tfrewind import hparams as hp_lib
 from tfrewind import names
+from tfrewind import plan
+from tfrewind.pruning import masks
 
 
 def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float],
          seeds: Sequence[int], retrains: Sequence[Optional[str]] = (None,),
-         random_controls: Sequence[str] = ()) -> List[hp_lib.HParams]:
+         random_controls: Sequence[str] = (), levels: Sequence[int] = (1,)
+         ) -> List[hp_lib.HParams]:
   """Every run of a sweep: methods x densities (one-shot) x budgets x seeds.
 
   random_controls: methods also run with criterion "random" (the same counts, a
   random mask), after the method's own runs.
+  levels: structured_a/b take their points from levels instead of densities.
   """
+  if base.structure in masks.FILTER_STRUCTURES:
+    points = [dict(level=level) for level in levels]
+  elif base.schedule == "one_shot":
+    points = [dict(density=density) for density in densities]
+  else:
+    points = [{}]
   out = []
   for seed in seeds:
     for method in methods:
       controls = ["random"] if method in random_controls and base.criterion != "random" else []
+      # A method that ignores the budget (reinit) runs once, not once per budget.
+      known = plan.METHODS.get(method)  # an unknown name fails in validate, with the list
+      budgets = [None] if known and "retrain" not in known.reads else retrains
       for criterion in [base.criterion] + controls:
-        for retrain in retrains:
-          for density in (densities if base.schedule == "one_shot" else [base.density]):
+        for retrain in budgets:
+          for point in points:
             out.append(dataclasses.replace(
-                base, seed=seed, method=method, density=density, criterion=criterion,
-                retrain=retrain if retrain is not None else base.retrain))
+                base, seed=seed, method=method, criterion=criterion,
+                retrain=retrain if retrain is not None else base.retrain, **point))
   return out
 
 
@@ -57,14 +70,17 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
   """
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
-  from tfrewind.pruning import masks  # pylint: disable=g-import-not-at-top
   from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
   smallest = {}
   for hp in runs:
     key = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset, hp.scope,
-           hp.structure, hp.criterion)
-    smallest[key] = min(smallest.get(key, 1.0), min(hp.densities))
-  for (model, overrides, dataset, scope, structure, criterion), density in smallest.items():
+           hp.structure, hp.criterion, hp.channel_count, hp.classifier)
+    # structured_a/b: the highest level prunes most
+    point = -hp.level if hp.structure in masks.FILTER_STRUCTURES else min(hp.densities)
+    smallest[key] = min(smallest.get(key, 1.0), point)
+  for (model, overrides, dataset, scope, structure, criterion, count, classifier), point in (
+      smallest.items()):
+    density, level = (1.0, -point) if structure in masks.FILTER_STRUCTURES else (point, 1)
     try:
       net = sparsity.prunable(registry.build_model(
           model, num_classes=names.num_classes(dataset),
@@ -73,7 +89,8 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
     except ValueError as e:
       raise ValueError(f"--model={model}: {e}") from None
     try:
-      sparsity.new_masks(net, density, scope=scope, structure=structure, criterion=criterion)
+      sparsity.new_masks(net, density, scope=scope, structure=structure, criterion=criterion,
+                         count=count, classifier=classifier, level=level)
     except masks.NothingKept as e:
       raise ValueError(f"density {density:.3g} keeps no weight of {model} with --scope={scope} "
                        f"--structure={structure} ({e})") from None

@@ -36,6 +36,7 @@ from tfrewind import rewind
 from tfrewind import store
 from tfrewind.errors import RunFailed
 from tfrewind.models import registry
+from tfrewind.pruning import masks as masks_lib
 from tfrewind.pruning import slim as slim_lib
 from tfrewind.pruning import sparsity
 
@@ -195,7 +196,9 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
     # Derived values too, so that the report reads JSON and never imports training code.
     store.write_json(paths.hparams, {
         "kind": phase.kind, "round": phase.round, "hparams": hp.to_json(),
-        "density_target": hp.densities[phase.round - 1] if phase.kind == "prune" else 1.0,
+        # structured_a/b prune by per-layer ratios: their density is what the prune leaves.
+        "density_target": (None if hp.structure in masks_lib.FILTER_STRUCTURES else
+                           hp.densities[phase.round - 1]) if phase.kind == "prune" else 1.0,
         "dense_run": dense_run, "steps": phase.end - phase.start,
         "epoch_steps": hp.steps_per_epoch()})
   logging.info("%s run %s", phase.kind, paths.dir)
@@ -335,7 +338,7 @@ def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle) -> Dict:
   result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
                 flops_speedup=macs["speedup"], compression=1.0 / density if density else None,
                 **saved_size(stripped))
-  if hp.structure == "channel":
+  if sparsity.silences_channels(hp.structure):
     result["parameters"] = int(stripped.count_params())
     result["slim_parameters"] = int(slim_lib.slim(model).count_params())
   if bundle.validation is not None:

@@ -9,16 +9,29 @@ Conventions:
   * Counts round half up: keeping density d of n items keeps floor(d * n + 0.5).
   * Ties are broken deterministically: among equal scores the lower flat index
     (in the concatenation order of the layers) is kept.
+  * Channel density counts kernel weights by default (count="weights"): one
+    threshold on the channel saliency, set where the kept channels' weights come
+    closest to d of all the weights, as the reproduction's rule (its figure's axis:
+    "9.35x means 29,000 non-zero kernel parameters left in ResNet-20").
+    count="channels" counts channels instead.
 """
 
 import math
-from typing import List, Optional, Sequence
+import random as random_lib
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 SCOPES = ("global", "layerwise")
-STRUCTURES = ("unstructured", "channel")
+# structured_a / structured_b: Li et al. (2017) L1 filter pruning, settings A and B, with the
+# original study's layer lists (filter_masks, FILTER_SETTINGS).
+FILTER_STRUCTURES = ("structured_a", "structured_b")
+STRUCTURES = ("unstructured", "channel") + FILTER_STRUCTURES
 CRITERIA = ("magnitude", "random")
+COUNTS = ("weights", "channels")
+# What happens to a Dense kernel under channel pruning: "fixed" (the classifier keeps its
+# units, which are classes) or "rows" (its input rows are items, the reproduction's rule).
+CLASSIFIERS = ("fixed", "rows")
 
 
 class NothingKept(ValueError):
@@ -62,23 +75,32 @@ def keep_top(scores: np.ndarray, k: int) -> np.ndarray:
   return keep
 
 
-def _scores(weights, masks, structure, criterion, rng):
-  """Per-item saliency; items already pruned score -inf so they never return."""
-  out = []
-  for w, m in zip(weights, masks):
+def _item_axis(w, row) -> int:
+  """The axis whose entries are a kernel's items: output channels, or input rows."""
+  return w.ndim - 2 if row and w.ndim > 1 else w.ndim - 1
+
+
+def _scores(weights, masks, structure, criterion, rng, rows):
+  """(per-item saliency, weights per item); items already pruned score -inf and never return."""
+  out, sizes = [], []
+  for w, m, row in zip(weights, masks, rows):
     if structure == "unstructured":
       s = np.abs(w.astype(np.float64)) if criterion == "magnitude" else rng.random(w.shape)
       s = np.where(m > 0, s, -np.inf)
+      size = np.ones(w.size)
     else:
-      axes = tuple(range(w.ndim - 1))
+      axis = _item_axis(w, row)
+      axes = tuple(a for a in range(w.ndim) if a != axis)
       alive = m.max(axis=axes) > 0 if w.ndim > 1 else m > 0
       if criterion == "magnitude":
         s = np.abs(w.astype(np.float64)).mean(axis=axes)
       else:
-        s = rng.random(w.shape[-1])
+        s = rng.random(w.shape[axis])
       s = np.where(alive, s, -np.inf)
+      size = (m > 0).sum(axis=axes).astype(np.float64) if w.ndim > 1 else np.ones(w.size)
     out.append(s.reshape(-1))
-  return out
+    sizes.append(size.reshape(-1))
+  return out, sizes
 
 
 def compute_masks(weights: Sequence[np.ndarray],
@@ -88,7 +110,9 @@ def compute_masks(weights: Sequence[np.ndarray],
                   structure: str = "unstructured",
                   criterion: str = "magnitude",
                   seed: int = 0,
-                  fixed: Optional[Sequence[bool]] = None) -> List[np.ndarray]:
+                  fixed: Optional[Sequence[bool]] = None,
+                  count: str = "weights",
+                  rows: Optional[Sequence[bool]] = None) -> List[np.ndarray]:
   """New masks that keep `density` of the items, never reviving a pruned one.
 
   Args:
@@ -97,13 +121,18 @@ def compute_masks(weights: Sequence[np.ndarray],
       per kernel (layerwise). Items are weights (unstructured) or output
       channels / units (channel); density is relative to the dense network, so
       iterative pruning passes 0.8, 0.64, ...
+    count: channel structure: "weights" (d counts kernel weights: as many whole
+      channels as bring the kept weights closest to d; the achieved density is
+      within half a channel of d) or "channels" (d counts channels).
+    rows: per kernel, True to make its input rows the items instead of its
+      output channels (the reproduction's rule for Dense layers).
     masks: current masks (default: all ones). The new masks are a subset.
     scope: "global" (one threshold across kernels) or "layerwise".
     structure: "unstructured" or "channel" (saliency = mean |w| over a channel).
     criterion: "magnitude" or "random" (a seeded control with the same counts).
     seed: seed of the random criterion.
     fixed: per kernel, True to leave its mask as it is and out of the counts
-      (channel pruning fixes the classifier, whose units are classes).
+      (channel pruning fixes the classifier by default: its units are classes).
 
   Returns:
     float32 0/1 masks, one per kernel.
@@ -117,6 +146,10 @@ def compute_masks(weights: Sequence[np.ndarray],
     raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
   if structure not in STRUCTURES:
     raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+  if structure in FILTER_STRUCTURES:
+    raise ValueError(f"structure {structure!r} prunes by per-layer ratios: use filter_masks")
+  if count not in COUNTS:
+    raise ValueError(f"count must be one of {COUNTS}, got {count!r}")
   if criterion not in CRITERIA:
     raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
   weights = [np.asarray(w) for w in weights]
@@ -128,16 +161,25 @@ def compute_masks(weights: Sequence[np.ndarray],
     raise ValueError(f"fixed has {len(fixed)} entries for {len(weights)} kernels")
   if all(fixed):
     raise ValueError("every kernel is fixed: nothing to prune")
+  rows = [False] * len(weights) if rows is None else [bool(r) for r in rows]
   rng = np.random.default_rng(seed)
   free = [i for i, f in enumerate(fixed) if not f]
-  scores = _scores([weights[i] for i in free], [masks[i] for i in free], structure, criterion, rng)
+  scores, sizes = _scores([weights[i] for i in free], [masks[i] for i in free], structure,
+                          criterion, rng, [rows[i] for i in free])
+  totals = [float(weights[i].size) for i in free]
+  by_weight = structure == "channel" and count == "weights"
+
+  def keep(s, size, total, where):
+    if by_weight:
+      return _keep_weighted(s, size, density, total, where)
+    return _keep_checked(s, density, where)
 
   if scope == "global":
-    flat = np.concatenate(scores)
-    keeps = np.split(_keep_checked(flat, density, "all kernels"),
-                     np.cumsum([s.size for s in scores])[:-1])
+    keeps = np.split(keep(np.concatenate(scores), np.concatenate(sizes), sum(totals),
+                          "all kernels"), np.cumsum([s.size for s in scores])[:-1])
   else:
-    keeps = [_keep_checked(s, density, f"kernel {i}") for i, s in zip(free, scores)]
+    keeps = [keep(s, size, total, f"kernel {i}")
+             for i, s, size, total in zip(free, scores, sizes, totals)]
   keep_of = dict(zip(free, keeps))
 
   new = []
@@ -145,11 +187,37 @@ def compute_masks(weights: Sequence[np.ndarray],
     if fixed[i]:
       new.append((m > 0).astype(np.float32))
       continue
-    keep = keep_of[i]
+    kept = keep_of[i]
     if structure == "channel":
-      keep = np.broadcast_to(keep.reshape((1,) * (w.ndim - 1) + (-1,)), w.shape)
-    new.append((keep.reshape(w.shape) & (m > 0)).astype(np.float32))
+      shape = [1] * w.ndim
+      shape[_item_axis(w, rows[i])] = -1
+      kept = np.broadcast_to(kept.reshape(shape), w.shape)
+    new.append((kept.reshape(w.shape) & (m > 0)).astype(np.float32))
   return new
+
+
+def _keep_weighted(scores, sizes, density, total, where):
+  """The most salient items whose weights (sizes) add up closest to density * total.
+
+  Items in order of saliency (ties: lower index first); of two counts equally close,
+  the larger. A density above what is still alive (beyond half an item) is an error.
+  """
+  target = density * total
+  order = np.lexsort((np.arange(scores.size), -scores))[:int(np.isfinite(scores).sum())]
+  kept_weights = np.concatenate([[0.0], np.cumsum(sizes[order])])
+  gap = np.abs(kept_weights - target)
+  k = int(gap.size - 1 - np.argmin(gap[::-1]))
+  if k == 0:
+    raise NothingKept(f"density {density} keeps no channel of {where} ({int(total)} weights, "
+                      f"the smallest channel has {int(sizes.min()) if sizes.size else 0}); "
+                      "use a larger density")
+  if target - kept_weights[-1] > sizes[order].max() / 2:
+    raise ValueError(f"density {density} asks to keep {target:.0f} weights of {where} but only "
+                     f"{kept_weights[-1]:.0f} remain: masks only shrink, so densities must "
+                     "decrease")
+  keep = np.zeros(scores.size, bool)
+  keep[order[:k]] = True
+  return keep
 
 
 def _keep_checked(scores, density, where):
@@ -167,3 +235,53 @@ def _keep_checked(scores, density, where):
 def apply(weight: np.ndarray, mask: np.ndarray) -> np.ndarray:
   """`weight` with pruned entries set to +0.0 (w * 0 would give -0.0 for w < 0)."""
   return np.where(mask > 0, weight, np.zeros((), weight.dtype)).astype(weight.dtype)
+
+
+# Li et al. (2017) settings A and B as the original study ran them (its l1_filter_pruning.py):
+# conv index (the 3x3 convs in order, the stem is 1, so block j's first conv is 2 + 2j) ->
+# fraction of that conv's filters pruned at level 1. Only the first conv of a block is pruned;
+# its filters feed the block's second conv alone, so no residual sum is touched.
+FILTER_SETTINGS: Dict[tuple, Dict[int, float]] = {
+    (56, "structured_a"): {i: 0.1 for i in range(2, 55, 2) if i not in (16, 20, 38, 54)},
+    (56, "structured_b"): {i: 0.6 if i <= 19 else 0.3 if i <= 37 else 0.1
+                           for i in range(2, 56, 2) if i not in (16, 18, 20, 34, 38, 54)},
+    (110, "structured_a"): {i: 0.5 for i in range(2, 37, 2) if i not in (36,)},
+    (110, "structured_b"): {i: 0.5 if i <= 37 else 0.4 if i <= 73 else 0.3
+                            for i in range(2, 110, 2) if i not in (36, 38, 74)},
+}
+
+
+def filter_masks(weights: Sequence[np.ndarray], ratios: Dict[int, float], level: int = 1,
+                 masks: Optional[Sequence[np.ndarray]] = None, seed: int = 0) -> List[np.ndarray]:
+  """Li et al.'s L1 filter pruning, as the original study's `prune_<net>_<A|B>_<level>`.
+
+  Kernel i of `ratios` loses round(f * (1 - (1 - r) ** level)) of its f live filters (f *
+  ... fractional: rounded up with probability equal to the fraction, one draw of Python's
+  random.Random(seed) per listed kernel in order, as the original's random.seed(0)), the
+  filters of smallest L1 norm (of the masked kernel; ties: lower index). Other kernels keep
+  their masks.
+
+  Args:
+    weights: kernels, in layer order; the last axis is the filters.
+    ratios: kernel index (into `weights`) -> fraction pruned at level 1.
+    level: how many times the ratios compound (the original's 1..5).
+    masks: current masks (default: all ones).
+    seed: the seed of the rounding draws (the original: 0, every time).
+  """
+  if int(level) != level or level < 1:
+    raise ValueError(f"level must be a positive integer, got {level!r}")
+  weights = [np.asarray(w) for w in weights]
+  masks = [np.ones(w.shape, np.float32) if masks is None else (np.asarray(masks[i]) > 0)
+           .astype(np.float32) for i, w in enumerate(weights)]
+  draws = random_lib.Random(seed)
+  for i in sorted(ratios):
+    w, m = weights[i], masks[i]
+    norms = np.abs((w * m).astype(np.float64)).reshape(-1, w.shape[-1]).sum(axis=0)
+    alive = np.flatnonzero(m.reshape(-1, w.shape[-1]).any(axis=0))
+    count = len(alive) * (1 - (1 - ratios[i]) ** level)
+    count = int(count) + (draws.random() < (count - int(count)))
+    pruned = alive[np.argsort(norms[alive], kind="stable")[:count]]
+    m = m.copy()
+    m[..., pruned] = 0
+    masks[i] = m
+  return masks

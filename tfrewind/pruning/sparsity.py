@@ -192,6 +192,14 @@ def require_channel_norms(model) -> None:
   _link_norms(model)
 
 
+def silences_channels(structure: str) -> bool:
+  """Whether `structure` removes whole channels (so the BatchNorm after each must follow)."""
+  return structure != "unstructured"
+
+
+CLASSIFIERS = masks_lib.CLASSIFIERS
+
+
 def is_prunable_layer(layer) -> bool:
   """True for the layers whose kernels tfrewind prunes: every Conv and Dense."""
   return isinstance(layer, _PRUNABLE_TYPES) and not isinstance(layer, Masked)
@@ -215,7 +223,8 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
   Args:
     model: a Sequential or functional tf_keras model.
     schedule: recorded on each wrapper (metadata only, see schedules.py).
-    structure: "unstructured" or "channel": the structure `prune` will be called with.
+    structure: "unstructured", "channel", "structured_a" or "structured_b": the
+      structure `prune` will be called with.
 
   Raises:
     ValueError: if the model is subclassed or has nothing to prune.
@@ -225,7 +234,7 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
   if structure not in masks_lib.STRUCTURES:
     raise ValueError(f"structure must be one of {masks_lib.STRUCTURES}, got {structure!r}")
   if wrappers(model):
-    if structure == "channel":
+    if silences_channels(structure):
       require_channel_norms(model)
     return model
   if not (isinstance(model, keras.Sequential) or model._is_graph_network):  # pylint: disable=protected-access
@@ -234,7 +243,7 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
   if not any(is_prunable_layer(l) for l in model.submodules if isinstance(l, keras.layers.Layer)):
     raise ValueError(f"model {model.name!r} has no Conv or Dense layer: nothing to prune")
 
-  followers = _followers(model) if structure == "channel" else {}
+  followers = _followers(model) if silences_channels(structure) else {}
   copies = []
 
   def wrap(layer):
@@ -304,7 +313,8 @@ def layer_densities(model) -> Dict[str, float]:
 
 
 def prune(model, density: float, scope: str = "global", structure: str = "unstructured",
-          criterion: str = "magnitude", seed: int = 0) -> float:
+          criterion: str = "magnitude", seed: int = 0, count: str = "weights",
+          classifier: str = "fixed", level: int = 1) -> float:
   """Sets the masks to keep `density` of the prunable weights, from the current weights.
 
   Weights already pruned stay pruned. Pruned weights and their optimizer slots
@@ -317,33 +327,68 @@ def prune(model, density: float, scope: str = "global", structure: str = "unstru
   Args:
     model: a model returned by `prunable`.
     density: fraction to keep, of all prunable weights (global) or of each
-      kernel (layerwise); of output channels with structure="channel".
+      kernel (layerwise). With structure="channel" whole channels go, as many as
+      bring the kept weights closest to it (count="weights"), or it counts
+      channels (count="channels"). Unused by structured_a/b.
     scope: "global" or "layerwise".
-    structure: "unstructured" or "channel".
+    structure: "unstructured", "channel" (output channels by mean |w|), or
+      "structured_a" / "structured_b" (Li et al. 2017 as the original study ran
+      them on ResNet-56/110: tfrewind.pruning.masks.FILTER_SETTINGS).
     criterion: "magnitude", or "random" for the control.
     seed: seed of the random criterion.
+    count: channel structure: "weights" or "channels" (what `density` counts).
+    classifier: channel structure: "fixed" (the output layer keeps its mask: its
+      units are classes) or "rows" (every Dense kernel's input rows are pruned
+      as channels, the reproduction's rule).
+    level: structured_a/b: the ratios compound `level` times (the original's 1..5).
 
   Returns:
     The density of the model after pruning.
   """
-  set_masks(model, new_masks(model, density, scope, structure, criterion, seed))
+  set_masks(model, new_masks(model, density, scope, structure, criterion, seed, count,
+                             classifier, level))
   return _density(model)
 
 
 def new_masks(model, density: float, scope: str = "global", structure: str = "unstructured",
-              criterion: str = "magnitude", seed: int = 0) -> List[np.ndarray]:
+              criterion: str = "magnitude", seed: int = 0, count: str = "weights",
+              classifier: str = "fixed", level: int = 1) -> List[np.ndarray]:
   """The masks `prune` would set, computed without setting them (ValueError as prune)."""
   pvars = _pruning_vars(model)
   weights = [w.numpy() for w, _, _ in pvars]
   old = [m.numpy() for _, m, _ in pvars]
-  fixed = None
-  if structure == "channel":
+  if classifier not in CLASSIFIERS:
+    raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
+  if silences_channels(structure):
     require_channel_norms(model)
-    # A layer that emits the model's output (the classifier) has classes, not channels.
-    outputs = _output_layers(model)
-    fixed = [w.layer.name in outputs for w in wrappers(model) for _ in w.pruning_vars]
+  if structure in masks_lib.FILTER_STRUCTURES:
+    return masks_lib.filter_masks(weights, filter_ratios(weights, structure), level, old,
+                                  seed=0)  # the original seeds its rounding with 0, every time
+  fixed = rows = None
+  if structure == "channel":
+    dense = [w.ndim == 2 for w in weights]
+    if classifier == "rows":
+      rows = dense
+    else:
+      # A layer that emits the model's output (the classifier) has classes, not channels.
+      outputs = _output_layers(model)
+      fixed = [w.layer.name in outputs for w in wrappers(model) for _ in w.pruning_vars]
   return masks_lib.compute_masks(weights, density, old, scope=scope, structure=structure,
-                                 criterion=criterion, seed=seed, fixed=fixed)
+                                 criterion=criterion, seed=seed, fixed=fixed, count=count,
+                                 rows=rows)
+
+
+def filter_ratios(weights, structure: str) -> Dict[int, float]:
+  """Li et al.'s setting as {index into `weights`: ratio}: the original numbers the 3x3 convs
+  in order (the stem is conv 1) and names the networks by depth (3x3 convs + 1)."""
+  convs = [i for i, w in enumerate(weights) if w.ndim == 4 and w.shape[:2] == (3, 3)]
+  depth = len(convs) + 1
+  if (depth, structure) not in masks_lib.FILTER_SETTINGS:
+    nets = sorted({f"resnet{d}" for d, _ in masks_lib.FILTER_SETTINGS})
+    raise ValueError(f"{structure} (Li et al. 2017, as Renda et al. ran it) is defined for "
+                     f"{' and '.join(nets)}; this network has {len(convs)} 3x3 convs "
+                     f"(a depth-{depth} ResNet): use --structure=channel")
+  return {convs[k - 1]: r for k, r in masks_lib.FILTER_SETTINGS[(depth, structure)].items()}
 
 
 def _output_layers(model) -> set:

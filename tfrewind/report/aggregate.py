@@ -8,6 +8,7 @@ validation accuracy is highest (ties: the longer budget), and report the
 median test accuracy of that budget.
 """
 
+import functools
 import glob
 import json
 import os
@@ -77,7 +78,10 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
       continue
     # A control by random pruning is its own line beside the magnitude methods.
     method = hp["method"] + ("_random" if hp.get("criterion") == "random" else "")
-    row.update(method=method, density=round(meta["density_target"], 4),
+    density = meta["density_target"]
+    if density is None:  # structured_a/b: the published density of its level (same counts)
+      density = level_density(hp["model"], hp["structure"], hp["level"], result["density"])
+    row.update(method=method, density=round(density, 4),
                protocol=hp.get("protocol", "text"),
                round=meta["round"], dense_run=meta.get("dense_run"),
                retrain_epochs=meta.get("steps", 0) / meta.get("epoch_steps", 1),
@@ -90,6 +94,23 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
     base = {k: v["test_acc"] for k, v in dense.items()}
     runs["dense_acc"] = runs["dense_run"].map(base)
   return runs, dense_df, counts
+
+
+def level_density(network: str, structure: str, level: int, measured: float) -> float:
+  """The density on the published axis of a structured_a/b level: Renda et al.'s released
+  trials have five levels, whose densities are the released ones in decreasing order
+  (they count the next conv's inputs of a removed filter as removed, Li et al.'s count).
+  A level they did not release keeps the run's own measured density."""
+  published = _published_levels().get((network, structure), ())
+  return float(published[level - 1]) if 1 <= level <= len(published) else float(measured)
+
+
+@functools.lru_cache(maxsize=1)
+def _published_levels():
+  from tfrewind.report import reference  # pylint: disable=g-import-not-at-top
+  trials = reference.renda_trials()
+  return {key: tuple(sorted(group["density"].unique(), reverse=True))
+          for key, group in trials.groupby(["network", "structure"])}
 
 
 def stats(values) -> dict:
