@@ -95,6 +95,36 @@ def test_missing_cifar_says_which_folder_and_how_to_download(tmp_path):
     data.load("cifar10", data_dir=str(tmp_path / "file"), download=False)
 
 
+def _closed_loopback_port():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]  # free again once closed: nothing listens there
+
+
+def test_offline_a_missing_cifar_fails_at_once_without_trying_to_download(tmp_path,
+                                                                          monkeypatch):
+  # The download hosts made unreachable on loopback (a closed port): the real check runs, and
+  # tfds' download (minutes of retries offline) is never started.
+  monkeypatch.setattr(data, "DOWNLOAD_HOSTS", (("127.0.0.1", _closed_loopback_port()),))
+  for variable in data._PROXY_VARIABLES:  # pylint: disable=protected-access
+    monkeypatch.delenv(variable, raising=False)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def no_download(*args, **kwargs):
+    raise AssertionError("download_and_prepare was called")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+  assert not data.can_download(data.DOWNLOAD_HOSTS, timeout=2.0)
+  with pytest.raises(data.DataError) as e:
+    data.load("cifar100", data_dir=str(tmp_path / "nowhere"), download=True)
+  message = str(e.value)
+  assert "cannot reach 127.0.0.1" in message and "tfds build cifar100" in message
+  assert str(tmp_path / "nowhere") in message and "\n" not in message
+  # a proxy in the environment: tfds is left to go through it
+  monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+  assert data.can_download(data.DOWNLOAD_HOSTS, timeout=2.0)
+
+
 def test_synthetic_is_deterministic_and_learnable_well_above_chance():
   a, b = data.synthetic(2000, 400), data.synthetic(2000, 400)
   assert a.train_x.tobytes() == b.train_x.tobytes() and a.train_x.shape == (2000, 32, 32, 3)

@@ -16,10 +16,12 @@ Example:
 
 import dataclasses
 import os
+import socket
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from tfrewind import names
 from tfrewind.errors import DataError  # noqa: F401  (raised here; tfrewind.data.DataError)
@@ -58,6 +60,30 @@ class Bundle:
   std: Optional[np.ndarray]
 
 
+# Where tfds fetches CIFAR: its mirror of prepared datasets on GCS, and the source
+# (tensorflow_datasets/image_classification/cifar.py).
+DOWNLOAD_HOSTS = (("storage.googleapis.com", 443), ("www.cs.toronto.edu", 443))
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+                    "ALL_PROXY")
+
+
+def can_download(hosts=DOWNLOAD_HOSTS, timeout: float = 5.0) -> bool:
+  """Whether a download could start: a TCP connection to one of `hosts` opens within `timeout`
+  seconds each (a proxy in the environment: assumed yes, tfds goes through it).
+
+  Offline, tfds' own retries take minutes before they give up; this takes seconds.
+  """
+  if any(os.environ.get(v) for v in _PROXY_VARIABLES):
+    return True
+  for host, port in hosts:
+    try:
+      with socket.create_connection((host, port), timeout=timeout):
+        return True
+    except OSError:
+      continue
+  return False
+
+
 def default_data_dir() -> str:
   return os.environ.get("TFDS_DATA_DIR", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
 
@@ -85,14 +111,25 @@ def load(name: str, data_dir: Optional[str] = None, download: bool = True,
   data_dir = data_dir or default_data_dir()
   if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
     raise DataError(f"--data_dir {data_dir} is a file, not a folder")
-  builder = tfds.builder(name, data_dir=data_dir)
-  if not _prepared(builder):
+  # tfds warns about each empty version folder it looks into; the error below says it all.
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = _prepared(builder)
+  finally:
+    absl_logging.set_verbosity(verbosity)
+  if not prepared:
     hint = (f"on a machine with internet run `tfds build {name} --data_dir={data_dir}` "
             f"(or python -m tensorflow_datasets.scripts.download_and_prepare "
             f"--datasets={name} --data_dir={data_dir}) and copy that folder here, "
             f"then pass --data_dir")
     if not download:
       raise DataError(f"{name} is not prepared in {data_dir}: {hint}")
+    if not can_download():
+      hosts = " or ".join(h for h, _ in DOWNLOAD_HOSTS)
+      raise DataError(f"{name} is not in {data_dir} and this machine cannot reach {hosts} to "
+                      f"download it: {hint}")
     try:
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
