@@ -65,3 +65,25 @@ def test_stored_hparams_with_an_unknown_key_are_an_error():
   assert hparams.HParams.from_json(stored) == hparams.HParams()
   with pytest.raises(ValueError, match=r"unknown key\(s\) \[.warmup_epochs.\]"):
     hparams.HParams.from_json({**stored, "warmup_epochs": 5})
+
+
+def test_structured_levels_name_runs_and_densities_do_not():
+  base = dict(model="resnet56", structure="structured_a", method="finetune")
+  a, b = hparams.HParams(level=2, **base), hparams.HParams(level=2, density=0.5, **base)
+  assert hparams.run_key(a, 1) == hparams.run_key(b, 1)  # a density means nothing there
+  assert hparams.run_key(a, 1) != hparams.run_key(hparams.HParams(level=3, **base), 1)
+  assert "_os_structured_a_l2_s1_" in store.branch_paths("R", a).dir
+  # a level means nothing to other structures
+  assert hparams.run_key(hparams.HParams(), 1) == hparams.run_key(hparams.HParams(level=4), 1)
+
+
+def test_channel_runs_name_what_their_density_counts():
+  weights = hparams.HParams(structure="channel")
+  channels = hparams.HParams(structure="channel", channel_count="channels")
+  assert hparams.run_key(weights, 1) != hparams.run_key(channels, 1)
+  # the identity always carries it: a channel run written when densities counted channels
+  # (before channel_count existed) is never taken for a weight-counted one
+  assert hparams.identity(weights, 1)["channel_count"] == "weights"
+  assert "channel_count" not in hparams.identity(hparams.HParams(), 1)
+  assert hparams.run_key(hparams.HParams(), 1) == hparams.run_key(
+      hparams.HParams(classifier="rows"), 1)

@@ -96,8 +96,10 @@ def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
   key = hp_lib.run_key(hp, round_)
   density = hp.density if hp.schedule == "one_shot" else hp.rate ** round_
   sched = "os" if hp.schedule == "one_shot" else f"it{round_}"
-  name = (f"prune_{hp.model}_{hp.dataset}_{hp.method}_{sched}_d{_fmt(density)}_s{hp.seed}_"
-          f"{key}")
+  # structured_a/b prune by level, not by a density
+  point = (f"{hp.structure}_l{hp.level}" if hp.structure.startswith("structured_")
+           else f"d{_fmt(density)}")
+  name = f"prune_{hp.model}_{hp.dataset}_{hp.method}_{sched}_{point}_s{hp.seed}_{key}"
   return RunPaths(os.path.join(root, name))
 
 
