@@ -1,5 +1,7 @@
 """Tiny models and data shared by the tests."""
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -80,3 +82,16 @@ def recording(model, steps):
 
   model.train_step = train_step
   return trace
+
+
+@contextlib.contextmanager
+def mock_cifar(num_examples=64):
+  """tfds' mock data: the real tfrewind.data.load path (builder, as_dataset, decoding) on
+  generated images. tfds' mock replaces the download; the reachability probe that guards the
+  download (tfrewind.data.can_download) is part of it, so it is replaced alike."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from unittest import mock  # pylint: disable=g-import-not-at-top
+  from tfrewind import data  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+      data, "can_download", lambda *args, **kwargs: True):
+    yield

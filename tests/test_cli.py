@@ -53,12 +53,17 @@ def test_every_flag_file_parses_and_validates(capsys):
   from absl import flags  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
   assert len(files) >= 12
-  counts = {}
+  counts, every = {}, []
   for path in files:
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([f"--flagfile={path}"]))
-    counts[os.path.basename(path)] = len(cli_lib.make_grid())
+    runs = cli_lib.make_grid(check_networks=False)
+    counts[os.path.basename(path)] = len(runs)
+    every += runs
   flags.FLAGS.unparse_flags()
+  # every density (and level) on its network, each network and structure built once for all
+  from tfrewind import sweep  # pylint: disable=g-import-not-at-top
+  sweep.check_densities(every)
   assert counts["resnet110_one_shot.flags"] == 3
   assert counts["resnet20_one_shot.flags"] == 60  # 3 methods x 20 densities
   # 4 methods x 10 densities x 10 budgets x 3 trials, and reinit (no budget) x 10 x 3

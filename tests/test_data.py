@@ -9,6 +9,8 @@ import tf_keras as keras
 from tfrewind import data
 from tfrewind.models import build_model
 
+from helpers import mock_cifar
+
 
 def _np_augment(img, flip, dy, dx):
   padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect")
@@ -67,7 +69,7 @@ def test_train_pipeline_is_deterministic_under_its_seed():
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
 def test_real_tfds_path_on_mock_data(name, classes, tmp_path):
-  with tfds.testing.mock_data(num_examples=64):
+  with mock_cifar(num_examples=64):
     bundle = data.make(name, batch_size=16, data_dir=str(tmp_path), validation=True)
   assert bundle.num_classes == classes and bundle.steps_per_epoch == 4
   x, y = next(iter(bundle.train))

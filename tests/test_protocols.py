@@ -5,12 +5,11 @@ N = 72 dense steps, K = 8, LR 0.1 x0.1 at 36 and 54 (Mikler's 72k/8k/36k/54k div
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 import tfrewind
 from tfrewind import data, experiment, hparams, plan, protocols, training
 
-from helpers import compile_sgd, dataset, recording, tiny_resnet
+from helpers import compile_sgd, dataset, mock_cifar, recording, tiny_resnet
 
 N, K, SPE = 72, 8, 8
 
@@ -73,7 +72,7 @@ def test_the_code_protocol_is_a_dense_setting_and_rewinds_the_lr_from_zero():
 
 def test_the_code_protocol_standardises_cifar100_with_cifar10_statistics(tmp_path):
   runner = experiment.Runner(experiment.Env(root=str(tmp_path / "runs"), verbose=0))
-  with tfds.testing.mock_data(num_examples=64):
+  with mock_cifar(num_examples=64):
     for protocol in ("text", "mikler_code"):
       hp = hparams.HParams(dataset="cifar100", data_dir=str(tmp_path), batch_size=16,
                            protocol=protocol)
@@ -90,7 +89,7 @@ def test_the_code_protocol_standardises_cifar100_with_cifar10_statistics(tmp_pat
 def test_the_original_code_protocol_pads_with_zeros_and_standardises_each_image(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   runner = experiment.Runner(experiment.Env(root=str(tmp_path / "runs"), verbose=0))
-  with tfds.testing.mock_data(num_examples=64):
+  with mock_cifar(num_examples=64):
     hp = hparams.HParams(dataset="cifar10", data_dir=str(tmp_path), batch_size=16,
                          protocol="renda_code")
     bundle = runner.data(hp, 1, 0)

@@ -64,37 +64,43 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
   """Raises ValueError unless every density of every run keeps a weight of its network.
 
   Computes the masks of the smallest density of each (network, scope,
-  structure, criterion) on the freshly built network, exactly as the prune
+  structure, criterion, ...) on the freshly built network, exactly as the prune
   will: a layerwise or channel density that empties a kernel fails here, not
-  after hours of dense training.
+  after hours of dense training. Each network is built once (with the channel
+  structure's BatchNorms when some run needs them: unstructured masks ignore them).
   """
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
   from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
   smallest = {}
   for hp in runs:
-    key = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset, hp.scope,
-           hp.structure, hp.criterion, hp.channel_count, hp.classifier)
+    network = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
+    key = (hp.scope, hp.structure, hp.criterion, hp.channel_count, hp.classifier)
     # structured_a/b: the highest level prunes most
     point = -hp.level if hp.structure in masks.FILTER_STRUCTURES else min(hp.densities)
-    smallest[key] = min(smallest.get(key, 1.0), point)
-  for (model, overrides, dataset, scope, structure, criterion, count, classifier), point in (
-      smallest.items()):
-    density, level = (1.0, -point) if structure in masks.FILTER_STRUCTURES else (point, 1)
+    points = smallest.setdefault(network, {})
+    points[key] = min(points.get(key, 1.0), point)
+  for (model, overrides, dataset), points in smallest.items():
+    channels = any(sparsity.silences_channels(key[1]) for key in points)
     try:
       net = sparsity.prunable(registry.build_model(
           model, num_classes=names.num_classes(dataset),
           input_shape=names.DATASETS[dataset].image_shape,
-          **dict(overrides)), structure=structure)
+          **dict(overrides)), structure="channel" if channels else "unstructured")
     except ValueError as e:
       raise ValueError(f"--model={model}: {e}") from None
     try:
-      sparsity.new_masks(net, density, scope=scope, structure=structure, criterion=criterion,
-                         count=count, classifier=classifier, level=level)
-    except masks.NothingKept as e:
-      raise ValueError(f"density {density:.3g} keeps no weight of {model} with --scope={scope} "
-                       f"--structure={structure} ({e})") from None
-    except ValueError as e:
-      raise ValueError(f"--model={model} --scope={scope} --structure={structure}: {e}") from None
+      for (scope, structure, criterion, count, classifier), point in points.items():
+        density, level = (1.0, -point) if structure in masks.FILTER_STRUCTURES else (point, 1)
+        try:
+          sparsity.new_masks(net, density, scope=scope, structure=structure,
+                             criterion=criterion, count=count, classifier=classifier,
+                             level=level)
+        except masks.NothingKept as e:
+          raise ValueError(f"density {density:.3g} keeps no weight of {model} with "
+                           f"--scope={scope} --structure={structure} ({e})") from None
+        except ValueError as e:
+          raise ValueError(f"--model={model} --scope={scope} --structure={structure}: "
+                           f"{e}") from None
     finally:
       keras.backend.clear_session()
