@@ -325,8 +325,9 @@ def restore_backup(checkpoint, manager) -> bool:
   return False
 
 
-def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle) -> Dict:
-  """What result.json records of a trained model (less the wall time)."""
+def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle, pruned: bool = True) -> Dict:
+  """What result.json records of a trained model (less the wall time); the parameters left
+  after removing channels only for a pruned one (a dense run serves every structure)."""
   evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
   density = float(sparsity.density(model))
   result = {"test_accuracy": float(evaluation["accuracy"]),
@@ -338,9 +339,9 @@ def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle) -> Dict:
   result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
                 flops_speedup=macs["speedup"], compression=1.0 / density if density else None,
                 **saved_size(stripped))
-  if sparsity.silences_channels(hp.structure):
+  if pruned and sparsity.silences_channels(hp.structure):
     result["parameters"] = int(stripped.count_params())
-    result["slim_parameters"] = int(slim_lib.slim(model).count_params())
+    result["slim_parameters"] = int(slim_lib.slim(model, stripped).count_params())
   if bundle.validation is not None:
     result["val_accuracy"] = float(model.evaluate(bundle.validation, verbose=0,
                                                   return_dict=True)["accuracy"])
@@ -366,7 +367,7 @@ def epoch_evaluations(hp: hp_lib.HParams, paths: store.RunPaths) -> Dict:
 
 def finish(hp, paths, model, checkpoint, bundle, kind, t0) -> None:
   """Writes the final checkpoint, then result.json (the run is finished from there on)."""
-  result = measure(hp, model, bundle)
+  result = measure(hp, model, bundle, pruned=kind == "prune")
   result.update(wall_time_s=round(time.time() - t0, 3), kind=kind, **epoch_evaluations(hp, paths))
   tmp = tempfile.mkdtemp(prefix="final.tmp-", dir=paths.dir)
   checkpoint.write(os.path.join(tmp, "ckpt"))

@@ -13,16 +13,19 @@ it stays (its weights are zeros). The slim model computes what the masked model
 computes in inference, to float rounding (fewer terms are summed).
 """
 
+from typing import Optional
+
 import tf_keras as keras
 from tfrewind.pruning import channels, sparsity
 
 
-def slim(model: keras.Model) -> keras.Model:
+def slim(model: keras.Model, stripped: Optional[keras.Model] = None) -> keras.Model:
   """A new tf_keras model without the removable channels of `model` (weights copied).
 
   Args:
     model: a prunable model (pruned with structure="channel" for channels to
       go), or a plain functional one.
+    stripped: `tfrewind.strip(model)`, when the caller has it already (it is slow to redo).
 
   Raises:
     ValueError: for a subclassed model or one with nested models.
@@ -30,7 +33,7 @@ def slim(model: keras.Model) -> keras.Model:
   if any(isinstance(l, keras.Model) for l in model.layers):
     raise ValueError(f"slim needs a flat functional model; {model.name!r} nests models")
   plan = channels.plan(model)
-  source = sparsity.strip(model)
+  source = stripped if stripped is not None else sparsity.strip(model)
   # The stripped model shares its layers' weights and names with `model`.
   by_name = {l.name: l for l in source.layers}
 
