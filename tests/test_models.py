@@ -107,3 +107,47 @@ def test_resnet_v1_structure():
   assert shortcut.kernel_size == (1, 1) and shortcut.strides == (2, 2)
   assert m.get_layer("stage3_block3_add").output.shape[1:] == (8, 8, 64)
   assert isinstance(m.get_layer("stage1_block1_relu2"), keras.layers.ReLU)  # ReLU after the add
+
+
+def test_tf_official_resnet_as_the_original_code_builds_it():
+  # renda_code builds CIFAR ResNets as TF's official ResNet v1 (Renda's resnet_model.py)
+  from tfrewind import hparams  # pylint: disable=g-import-not-at-top
+  hp = hparams.HParams(protocol="renda_code")
+  options = hp.model_overrides()
+  assert options == {"shortcut": "projection_all", "fixed_padding": True,
+                     "classifier_stddev": 0.01, "decay_all": True}
+  assert hparams.HParams(protocol="renda_code", shortcut="pad").model_overrides()["shortcut"] == (
+      "pad")  # an explicit flag wins
+  assert hparams.HParams(protocol="renda_code", model="wrn16_8").model_overrides() == {}
+  assert hparams.HParams().model_overrides() == {}
+  official, keras_default = build_model("resnet20", **options), build_model("resnet20")
+  # a 1x1 projection in the first block of stage 1 too: 16 x 16 more kernel weights
+  assert counts(official)["prunable"] - counts(keras_default)["prunable"] == 16 * 16
+  assert counts(official)["prunable_layers"] == counts(keras_default)["prunable_layers"] + 1
+  # strided 3x3 convs: one pixel of zeros on each side, then VALID (TF's fixed_padding)
+  pads = [l.name for l in official.layers if isinstance(l, keras.layers.ZeroPadding2D)]
+  assert pads == ["stage2_block1_conv1_pad", "stage3_block1_conv1_pad"]
+  conv = official.get_layer("stage2_block1_conv1")
+  assert conv.padding == "valid" and conv.strides == (2, 2)
+  x = tf.random.stateless_normal((2, 32, 32, 16), seed=[1, 2])
+  sub = keras.Model(official.get_layer("stage2_block1_conv1_pad").input, conv.output)
+  expected = tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), conv.kernel, 2, "VALID")
+  assert sub(x).numpy().tobytes() == expected.numpy().tobytes()
+  assert sub(x).numpy().tobytes() != tf.nn.conv2d(x, conv.kernel, 2, "SAME").numpy().tobytes()
+  # L2 on every trainable variable (gamma, beta, the classifier's bias too), L2(1e-4) each
+  assert len(official.losses) == len(official.trainable_weights)
+  assert len(keras_default.losses) == counts(keras_default)["prunable_layers"]
+  expected_l2 = sum(np.float64(1e-4) * np.sum(np.square(w.numpy().astype(np.float64)))
+                    for w in official.trainable_weights)
+  assert float(tf.add_n(official.losses)) == pytest.approx(expected_l2, rel=1e-5)
+  init = official.get_layer("logits").kernel_initializer
+  assert isinstance(init, keras.initializers.RandomNormal) and init.stddev == 0.01
+  # and it prunes, slims and counts channels like the other networks
+  model = tfrewind.prunable(build_model("resnet20", **options), structure="channel")
+  tfrewind.prune(model, 0.5, structure="channel")
+  small = tfrewind.slim(model)
+  y = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  out = model(y, training=False).numpy()
+  np.testing.assert_allclose(small(y, training=False).numpy(), out, rtol=1e-5,
+                             atol=1e-5 * np.abs(out).max())
+  assert small.count_params() < tfrewind.strip(model).count_params()

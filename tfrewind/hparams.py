@@ -48,7 +48,9 @@ class HParams:
   bn_epsilon: Optional[float] = _f(None, "model", "BatchNorm epsilon (network default)")
   weight_decay: Optional[float] = _f(None, "model", "L2 on kernels (network default)")
   initializer: Optional[str] = _f(None, "model", "kernel initializer (he_uniform)")
-  shortcut: Optional[str] = _f(None, "model", "CIFAR ResNet shortcut: projection or pad")
+  shortcut: Optional[str] = _f(None, "model", "CIFAR ResNet shortcut: projection (where the "
+                               "shape changes), projection_all (also in stage 1, TF's official "
+                               "ResNet) or pad")
   # dense training
   train_steps: str = _f("72000it", "train", "N: length of the dense training cycle")
   epoch_steps: Optional[str] = _f(None, "train", "iterations per epoch, for units, evaluation "
@@ -130,9 +132,15 @@ class HParams:
                                  self.to_steps("lr_from"), self.warmup, self.protocol)
 
   def model_overrides(self) -> Dict[str, Any]:
-    names = {"width": "width", "bn_momentum": "bn_momentum", "bn_epsilon": "bn_epsilon",
-             "weight_decay": "l2", "initializer": "initializer", "shortcut": "shortcut"}
-    return {arg: getattr(self, f) for f, arg in names.items() if getattr(self, f) is not None}
+    """build_model overrides: the protocol's network (a CIFAR ResNet), then explicit flags."""
+    fields = {"width": "width", "bn_momentum": "bn_momentum", "bn_epsilon": "bn_epsilon",
+              "weight_decay": "l2", "initializer": "initializer", "shortcut": "shortcut"}
+    found = names.match_model(self.model)
+    out = dict(protocols.get(self.protocol).model_options()
+               if found and found[0] == "cifar_resnet" and self.protocol in protocols.PROTOCOLS
+               else {})
+    out.update({arg: getattr(self, f) for f, arg in fields.items() if getattr(self, f) is not None})
+    return out
 
   # ------------------------------------------------------------------ identity
   def canonical(self, groups) -> Dict[str, Any]:

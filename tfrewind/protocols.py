@@ -32,6 +32,17 @@ class Protocol:
   # after a random crop of the zero-padded image (not reflection-padded).
   per_image_standardization: bool = False
   zero_padding: bool = False
+  # CIFAR ResNets built as TF's official ResNet v1 (official/resnet/resnet_model.py): a 1x1
+  # projection in the first block of every stage, explicit padding of strided convs, the
+  # classifier from N(0, 0.01), L2 on every trainable variable (tfrewind.models.common.Options).
+  tf_official_resnet: bool = False
+
+  def model_options(self) -> Dict[str, object]:
+    """build_model overrides of a CIFAR ResNet under this protocol."""
+    if not self.tf_official_resnet:
+      return {}
+    return {"shortcut": "projection_all", "fixed_padding": True, "classifier_stddev": 0.01,
+            "decay_all": True}
 
 
 PROTOCOLS: Dict[str, Protocol] = {
@@ -42,8 +53,10 @@ PROTOCOLS: Dict[str, Protocol] = {
     # tf.compat.v1.train.piecewise_constant, read in the original's resnet_run_loop.py.
     "renda_code": Protocol(
         "renda_code", "what the original study's code ran (the LR steps at a boundary one step "
-        "late; each image standardised alone after a crop of the zero-padded image)",
-        old_lr_at_boundary=True, per_image_standardization=True, zero_padding=True),
+        "late; each image standardised alone after a crop of the zero-padded image; TF's "
+        "official ResNet v1)",
+        old_lr_at_boundary=True, per_image_standardization=True, zero_padding=True,
+        tf_official_resnet=True),
 }
 
 

@@ -1,6 +1,7 @@
 """Layer factories shared by the networks: one place for init, BatchNorm and L2."""
 
 import dataclasses
+from typing import Optional
 
 import tensorflow as tf
 
@@ -16,27 +17,51 @@ class Options:
     "variance_scaling").
   bn_momentum, bn_epsilon: BatchNormalization decay and epsilon.
   l2: L2 coefficient on conv and dense kernels (kernel_regularizer); 0 for none.
+  decay_all: also on BatchNorm gamma/beta and the classifier's bias (Renda's code decays
+    every trainable variable: 2e-4 * tf.nn.l2_loss = Keras L2(1e-4) on each).
+  classifier_stddev: the classifier's kernel from N(0, stddev) instead of `initializer`
+    (Renda's code: 0.01).
+  fixed_padding: a strided conv pads (k - 1) // 2 before and k // 2 after, explicitly, and
+    convolves VALID, as TF's official ResNet (Renda's code) does; Keras' "same" pads a
+    stride-2 3x3 conv of an even input only after, so its grid is one pixel off.
   """
   initializer: str = "he_uniform"
   bn_momentum: float = 0.997
   bn_epsilon: float = 1e-5
   l2: float = 1e-4
+  decay_all: bool = False
+  classifier_stddev: Optional[float] = None
+  fixed_padding: bool = False
 
   def _reg(self):
     return keras.regularizers.L2(self.l2) if self.l2 else None
 
+  def _other_reg(self):
+    return self._reg() if self.decay_all else None
+
   def conv(self, filters, kernel_size, strides=1, name=None):
-    return keras.layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
-                               kernel_initializer=self.initializer,
-                               kernel_regularizer=self._reg(), name=name)
+    explicit = self.fixed_padding and strides > 1 and kernel_size > 1
+    layer = keras.layers.Conv2D(filters, kernel_size, strides,
+                                padding="valid" if explicit else "same", use_bias=False,
+                                kernel_initializer=self.initializer,
+                                kernel_regularizer=self._reg(), name=name)
+    if not explicit:
+      return layer
+    total = kernel_size - 1
+    pad = keras.layers.ZeroPadding2D(((total // 2, total - total // 2),) * 2,
+                                     name=f"{name}_pad" if name else None)
+    return lambda x: layer(pad(x))
 
   def dense(self, units, name=None):
-    return keras.layers.Dense(units, kernel_initializer=self.initializer,
-                              kernel_regularizer=self._reg(), name=name)
+    init = (keras.initializers.RandomNormal(stddev=self.classifier_stddev)
+            if self.classifier_stddev else self.initializer)
+    return keras.layers.Dense(units, kernel_initializer=init, kernel_regularizer=self._reg(),
+                              bias_regularizer=self._other_reg(), name=name)
 
   def bn(self, name=None):
     return keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                           name=name)
+                                           gamma_regularizer=self._other_reg(),
+                                           beta_regularizer=self._other_reg(), name=name)
 
 
 def pad_shortcut(x, filters, stride, name):

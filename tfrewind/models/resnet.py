@@ -21,14 +21,16 @@ def cifar_resnet(depth: int, num_classes: int = 10, input_shape=(32, 32, 3),
     input_shape: HWC.
     width: channels of the first stage (16 in the papers).
     shortcut: "projection" (1x1 conv + BatchNorm, stride 2, where the shape
-      changes: the papers' choice) or "pad" (He et al.'s option A: subsample and
-      zero-pad channels, nothing to prune).
+      changes: the papers' choice), "projection_all" (also in the first block of
+      the first stage, as TF's official ResNet and so Renda's code) or "pad" (He
+      et al.'s option A: subsample and zero-pad channels, nothing to prune).
     **options: see common.Options (initializer, bn_momentum, bn_epsilon, l2).
   """
   if (depth - 2) % 6 or depth < 8:
     raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
-  if shortcut not in ("projection", "pad"):
-    raise ValueError(f"shortcut must be 'projection' or 'pad', got {shortcut!r}")
+  if shortcut not in ("projection", "projection_all", "pad"):
+    raise ValueError(f"shortcut must be 'projection', 'projection_all' or 'pad', got "
+                     f"{shortcut!r}")
   o = common.Options(**{"bn_momentum": 0.997, "bn_epsilon": 1e-5, "l2": 1e-4, **options})
   n = (depth - 2) // 6
   inputs = keras.Input(input_shape)
@@ -42,8 +44,8 @@ def cifar_resnet(depth: int, num_classes: int = 10, input_shape=(32, 32, 3),
       y = keras.layers.ReLU(name=f"{name}_relu1")(o.bn(f"{name}_bn1")(y))
       y = o.conv(filters, 3, name=f"{name}_conv2")(y)
       y = o.bn(f"{name}_bn2")(y)
-      if stride != 1 or x.shape[-1] != filters:
-        if shortcut == "projection":
+      if stride != 1 or x.shape[-1] != filters or (shortcut == "projection_all" and block == 0):
+        if shortcut != "pad":
           x = o.bn(f"{name}_shortcut_bn")(o.conv(filters, 1, stride, name=f"{name}_shortcut")(x))
         else:
           x = common.pad_shortcut(x, filters, stride, name=f"{name}_shortcut")
