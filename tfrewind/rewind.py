@@ -135,8 +135,8 @@ class RewindCallback(_StepCallback):
     if structure not in masks_lib.FILTER_STRUCTURES:
       masks_lib.compute_masks([np.ones((1, 2), np.float32)], 1.0, scope=scope,
                               structure=structure, criterion=criterion, seed=seed, count=count)
-    if classifier not in sparsity.CLASSIFIERS:
-      raise ValueError(f"classifier must be one of {sparsity.CLASSIFIERS}, got {classifier!r}")
+    if classifier not in masks_lib.CLASSIFIERS:
+      raise ValueError(f"classifier must be one of {masks_lib.CLASSIFIERS}, got {classifier!r}")
     self.reset_momentum = bool(reset_momentum)
     self.restore_optimizer = bool(restore_optimizer)
     self.dense_trained = bool(dense_trained)

@@ -197,9 +197,6 @@ def silences_channels(structure: str) -> bool:
   return structure != "unstructured"
 
 
-CLASSIFIERS = masks_lib.CLASSIFIERS
-
-
 def is_prunable_layer(layer) -> bool:
   """True for the layers whose kernels tfrewind prunes: every Conv and Dense."""
   return isinstance(layer, _PRUNABLE_TYPES) and not isinstance(layer, Masked)
@@ -357,8 +354,8 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
   pvars = _pruning_vars(model)
   weights = [w.numpy() for w, _, _ in pvars]
   old = [m.numpy() for _, m, _ in pvars]
-  if classifier not in CLASSIFIERS:
-    raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
+  if classifier not in masks_lib.CLASSIFIERS:
+    raise ValueError(f"classifier must be one of {masks_lib.CLASSIFIERS}, got {classifier!r}")
   if silences_channels(structure):
     require_channel_norms(model)
   if structure in masks_lib.FILTER_STRUCTURES:
