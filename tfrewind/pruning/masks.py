@@ -81,13 +81,14 @@ def _item_axis(w, row) -> int:
 
 
 def _scores(weights, masks, structure, criterion, rng, rows):
-  """(per-item saliency, weights per item); items already pruned score -inf and never return."""
+  """(per-item saliency, weights per item or None for single weights); items already pruned
+  score -inf and never return."""
   out, sizes = [], []
   for w, m, row in zip(weights, masks, rows):
     if structure == "unstructured":
       s = np.abs(w.astype(np.float64)) if criterion == "magnitude" else rng.random(w.shape)
       s = np.where(m > 0, s, -np.inf)
-      size = np.ones(w.size)
+      size = None
     else:
       axis = _item_axis(w, row)
       axes = tuple(a for a in range(w.ndim) if a != axis)
@@ -99,7 +100,7 @@ def _scores(weights, masks, structure, criterion, rng, rows):
       s = np.where(alive, s, -np.inf)
       size = (m > 0).sum(axis=axes).astype(np.float64) if w.ndim > 1 else np.ones(w.size)
     out.append(s.reshape(-1))
-    sizes.append(size.reshape(-1))
+    sizes.append(None if size is None else size.reshape(-1))
   return out, sizes
 
 
@@ -175,8 +176,8 @@ def compute_masks(weights: Sequence[np.ndarray],
     return _keep_checked(s, density, where)
 
   if scope == "global":
-    keeps = np.split(keep(np.concatenate(scores), np.concatenate(sizes), sum(totals),
-                          "all kernels"), np.cumsum([s.size for s in scores])[:-1])
+    keeps = np.split(keep(np.concatenate(scores), np.concatenate(sizes) if by_weight else None,
+                          sum(totals), "all kernels"), np.cumsum([s.size for s in scores])[:-1])
   else:
     keeps = [keep(s, size, total, f"kernel {i}")
              for i, s, size, total in zip(free, scores, sizes, totals)]
