@@ -29,7 +29,6 @@ from tfrewind import hparams as hp_lib
 from tfrewind import platform
 from tfrewind import sweep
 from tfrewind.errors import DataError, RunFailed, UsageError
-from tfrewind.pruning import masks as masks_lib
 
 FLAGS = flags.FLAGS
 COMMANDS = ("run", "sweep", "stability", "models", "report", "bench", "export")
@@ -231,7 +230,7 @@ def cmd_sweep(raw_args) -> int:
   seen = set()
   for hp in runs:
     args = ["tfrewind", "run", *keep, f"--method={hp.method}", f"--seed={hp.seed}"]
-    if hp.structure in masks_lib.FILTER_STRUCTURES:
+    if hp.by_level:
       args.append(f"--level={hp.level}")
     elif hp.schedule == "one_shot":
       args.append(f"--density={hp.density!r}")

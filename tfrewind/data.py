@@ -306,9 +306,10 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
   a = arrays or load(name, data_dir, download, synthetic_size)
   if pad_mode not in PAD_MODES:
     raise DataError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-  mean, std = stats if stats is not None else channel_stats(a.train_x)
   if per_image:
     mean = std = None
+  else:
+    mean, std = stats if stats is not None else channel_stats(a.train_x)
   test_x, test_y, val = a.test_x, a.test_y, None
   if validation:
     vi, ti = validation_split(len(a.test_x))

@@ -121,6 +121,11 @@ class HParams:
     return [parse_steps(b, self.steps_per_epoch(), "lr_boundaries") for b in self.lr_boundaries]
 
   @property
+  def by_level(self) -> bool:
+    """structured_a/b: pruned by --level (Li et al.'s ratios), not to a density."""
+    return self.structure in masks_lib.FILTER_STRUCTURES
+
+  @property
   def densities(self) -> Tuple[float, ...]:
     if self.schedule == "one_shot":
       return (self.density,)
@@ -218,8 +223,8 @@ class HParams:
                           ("classifier", masks_lib.CLASSIFIERS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
-    if self.structure in masks_lib.FILTER_STRUCTURES:
-      nets = sorted({f"resnet{d}" for d, s in masks_lib.FILTER_SETTINGS if s == self.structure})
+    if self.by_level:
+      nets = masks_lib.filter_networks(self.structure)
       if self.model not in nets:
         raise ValueError(f"--structure={self.structure} (Li et al. 2017) is defined for "
                          f"{' and '.join(nets)}, not --model={self.model}: use --structure=channel")
@@ -277,7 +282,7 @@ def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
     return dense
   branch = hp.canonical(BRANCH_GROUPS)
   unused = ("rate", "rounds") if hp.schedule == "one_shot" else ("density", "rounds")
-  if hp.structure in masks_lib.FILTER_STRUCTURES:
+  if hp.by_level:
     unused += ("density", "channel_count", "classifier")
   else:
     unused += ("level",) + (() if hp.structure == "channel" else ("channel_count", "classifier"))

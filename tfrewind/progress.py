@@ -12,7 +12,6 @@ from typing import Dict, List, Optional, Sequence, TextIO
 
 from tfrewind import hparams as hp_lib
 from tfrewind import store
-from tfrewind.pruning import masks
 
 
 def duration(seconds: float) -> str:
@@ -40,7 +39,7 @@ class Progress:
     self.rows = []  # (seed, method, density, test accuracy, dense accuracy), for the summary
 
   def _label(self, hp: hp_lib.HParams, round_: int) -> str:
-    point = (f"{hp.structure} level {hp.level}" if hp.structure in masks.FILTER_STRUCTURES
+    point = (f"{hp.structure} level {hp.level}" if hp.by_level
              else f"density {hp.densities[round_ - 1]:.4g}")
     return f"[{self.done + 1}/{len(self.networks)}] {hp.method} {point} seed {hp.seed}"
 
@@ -56,8 +55,7 @@ class Progress:
     result = store.read_json(paths.result)
     accuracy = result["test_accuracy"]
     dense_accuracy = store.read_json(dense.result)["test_accuracy"]
-    density = (result["density"] if hp.structure in masks.FILTER_STRUCTURES
-               else hp.densities[round_ - 1])
+    density = result["density"] if hp.by_level else hp.densities[round_ - 1]
     self.rows.append((hp.seed, hp.method, density, accuracy, dense_accuracy))
     if trained:
       self._timed.setdefault(hp.model, []).append(seconds)

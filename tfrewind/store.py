@@ -23,7 +23,6 @@ from typing import Any, Iterator, Optional
 from absl import logging
 
 from tfrewind import hparams as hp_lib
-from tfrewind.pruning import masks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +97,7 @@ def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
   density = hp.density if hp.schedule == "one_shot" else hp.rate ** round_
   sched = "os" if hp.schedule == "one_shot" else f"it{round_}"
   # structured_a/b prune by level, not by a density
-  point = (f"{hp.structure}_l{hp.level}" if hp.structure in masks.FILTER_STRUCTURES
-           else f"d{_fmt(density)}")
+  point = f"{hp.structure}_l{hp.level}" if hp.by_level else f"d{_fmt(density)}"
   name = f"prune_{hp.model}_{hp.dataset}_{hp.method}_{sched}_{point}_s{hp.seed}_{key}"
   return RunPaths(os.path.join(root, name))
 

@@ -27,7 +27,7 @@ def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float
   random mask), after the method's own runs.
   levels: structured_a/b take their points from levels instead of densities.
   """
-  if base.structure in masks.FILTER_STRUCTURES:
+  if base.by_level:
     points = [dict(level=level) for level in levels]
   elif base.schedule == "one_shot":
     points = [dict(density=density) for density in densities]
@@ -77,7 +77,7 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
     network = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
     key = (hp.scope, hp.structure, hp.criterion, hp.channel_count, hp.classifier)
     # structured_a/b: the highest level prunes most
-    point = -hp.level if hp.structure in masks.FILTER_STRUCTURES else min(hp.densities)
+    point = -hp.level if hp.by_level else min(hp.densities)
     points = smallest.setdefault(network, {})
     points[key] = min(points.get(key, 1.0), point)
   for (model, overrides, dataset), points in smallest.items():

@@ -36,7 +36,6 @@ from tfrewind import rewind
 from tfrewind import store
 from tfrewind.errors import RunFailed
 from tfrewind.models import registry
-from tfrewind.pruning import masks as masks_lib
 from tfrewind.pruning import slim as slim_lib
 from tfrewind.pruning import sparsity
 
@@ -197,8 +196,8 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
     store.write_json(paths.hparams, {
         "kind": phase.kind, "round": phase.round, "hparams": hp.to_json(),
         # structured_a/b prune by per-layer ratios: their density is what the prune leaves.
-        "density_target": (None if hp.structure in masks_lib.FILTER_STRUCTURES else
-                           hp.densities[phase.round - 1]) if phase.kind == "prune" else 1.0,
+        "density_target": (None if hp.by_level else hp.densities[phase.round - 1])
+                          if phase.kind == "prune" else 1.0,
         "dense_run": dense_run, "steps": phase.end - phase.start,
         "epoch_steps": hp.steps_per_epoch()})
   logging.info("%s run %s", phase.kind, paths.dir)

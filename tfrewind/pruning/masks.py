@@ -252,6 +252,11 @@ FILTER_SETTINGS: Dict[tuple, Dict[int, float]] = {
 }
 
 
+def filter_networks(structure: Optional[str] = None) -> List[str]:
+  """The networks (names) that Li et al.'s settings are defined for: of `structure`, or any."""
+  return sorted({f"resnet{d}" for d, s in FILTER_SETTINGS if structure in (None, s)})
+
+
 def filter_masks(weights: Sequence[np.ndarray], ratios: Dict[int, float], level: int = 1,
                  masks: Optional[Sequence[np.ndarray]] = None, seed: int = 0) -> List[np.ndarray]:
   """Li et al.'s L1 filter pruning, as the original study's `prune_<net>_<A|B>_<level>`.

@@ -381,9 +381,8 @@ def filter_ratios(weights, structure: str) -> Dict[int, float]:
   convs = [i for i, w in enumerate(weights) if w.ndim == 4 and w.shape[:2] == (3, 3)]
   depth = len(convs) + 1
   if (depth, structure) not in masks_lib.FILTER_SETTINGS:
-    nets = sorted({f"resnet{d}" for d, _ in masks_lib.FILTER_SETTINGS})
     raise ValueError(f"{structure} (Li et al. 2017, as Renda et al. ran it) is defined for "
-                     f"{' and '.join(nets)}; this network has {len(convs)} 3x3 convs "
+                     f"{' and '.join(masks_lib.filter_networks())}; this network has {len(convs)} 3x3 convs "
                      f"(a depth-{depth} ResNet): use --structure=channel")
   return {convs[k - 1]: r for k, r in masks_lib.FILTER_SETTINGS[(depth, structure)].items()}
 
