@@ -7,6 +7,7 @@ from tfrewind import bench
 from clitools import PROCESSES, SMALL
 
 
+@pytest.mark.slow
 def test_bench_prints_every_row_and_ratio(capsys):
   assert bench.main(models=["resnet8"], repeats=1, steps=2, batch=8, inference=["resnet8"],
                     quickstart=False) == 0
@@ -18,6 +19,7 @@ def test_bench_prints_every_row_and_ratio(capsys):
     assert row in out, row
 
 
+@pytest.mark.slow
 @PROCESSES
 def test_quickstart_cycle_runs_the_flag_file_in_a_fresh_process():
   wall, inside, steps = bench.quickstart_cycle(extra=SMALL)

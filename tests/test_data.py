@@ -127,6 +127,7 @@ def test_offline_a_missing_cifar_fails_at_once_without_trying_to_download(tmp_pa
   assert data.can_download(data.DOWNLOAD_HOSTS, timeout=2.0)
 
 
+@pytest.mark.slow
 def test_synthetic_is_deterministic_and_learnable_well_above_chance():
   a, b = data.synthetic(2000, 400), data.synthetic(2000, 400)
   assert a.train_x.tobytes() == b.train_x.tobytes() and a.train_x.shape == (2000, 32, 32, 3)

@@ -14,6 +14,7 @@ from tfrewind import export as export_lib
 from clitools import QUICK, SMALL, cli, ledger, results
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
   root = str(tmp_path / "runs")

@@ -3,18 +3,16 @@
 import glob
 import json
 import os
-import random
-import signal
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from clitools import (PROCESSES, QUICK, SMALL, SWEEPS, check_every_run_finished_exactly_once,
-                      cli, kill_sweep, ledger, results, spawn)
+from clitools import (QUICK, SMALL, SWEEPS, check_every_run_finished_exactly_once, cli,
+                      kill_sweep, ledger, results)
 
 
+@pytest.mark.slow
 @SWEEPS
 def test_kill_minus_9_at_random_points_then_every_run_finishes_once(tmp_path):
   root = str(tmp_path / "runs")
@@ -24,40 +22,8 @@ def test_kill_minus_9_at_random_points_then_every_run_finishes_once(tmp_path):
   check_every_run_finished_exactly_once(root, expected_runs=4)
 
 
-def _final_weights(root, prefix):
-  path = glob.glob(os.path.join(root, f"{prefix}*", "final", "ckpt.index"))[0][:-len(".index")]
-  reader = tf.train.load_checkpoint(path)
-  return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-          if "OPTIMIZER_SLOT" in n or "layer_with_weights" in n or "optimizer" in n}
-
-
-@PROCESSES
-def test_deterministic_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, capsys):
-  args = [f"--flagfile={QUICK}", *SMALL, "--train_steps=300it", "--lr_boundaries=150it,250it",
-          "--retrain=20it", "--methods=finetune", "--deterministic"]
-  whole = str(tmp_path / "whole")
-  assert cli(["run", *args, f"--root={whole}"], capsys)[0] == 0
-  killed = str(tmp_path / "killed")
-  proc = spawn(["run", *args, f"--root={killed}"], cwd=tmp_path)
-  deadline = time.monotonic() + 240
-  # The manager's state file, not the .index: it is written (atomically) after the
-  # checkpoint's files, and it is what a resumed run reads to find them.
-  while not glob.glob(os.path.join(killed, "dense_*", "backup", "checkpoint")):
-    assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  again = spawn(["run", *args, f"--root={killed}"], cwd=tmp_path)
-  out, _ = again.communicate(timeout=400)
-  assert again.returncode == 0, out
-  dense_lines = [l for n, ls in ledger(killed).items() if n.startswith("dense") for l in ls
-                 if l["phase"] == "dense"]
-  assert dense_lines[0]["start"] > 0  # it really resumed
-  for prefix in ("dense_", "prune_"):
-    a, b = _final_weights(whole, prefix), _final_weights(killed, prefix)
-    assert a.keys() == b.keys() and len(a) > 10
-    for name in a:
-      assert a[name].tobytes() == b[name].tobytes(), (prefix, name)
+# Resuming bitwise after SIGTERM (mid-epoch) and kill -9 (from the epoch checkpoint):
+# tests/test_preemption.py.
 
 
 def test_nan_loss_marks_the_run_failed_and_exits_nonzero(tmp_path, capsys):
@@ -72,6 +38,7 @@ def test_nan_loss_marks_the_run_failed_and_exits_nonzero(tmp_path, capsys):
   assert not results(root)
 
 
+@pytest.mark.slow
 def test_corrupt_result_and_checkpoint_are_detected_and_redone(tmp_path, capsys, caplog):
   root = str(tmp_path / "runs")
   args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=weight_rewind"]
@@ -126,6 +93,7 @@ def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
   assert any(newest in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_unusable_roots_give_one_clear_line_and_keep_earlier_results(tmp_path, capsys):
   root = str(tmp_path / "runs")
   assert cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=lr_rewind"],
@@ -150,12 +118,41 @@ def test_run_folders_stay_inside_root_whatever_the_flags(tmp_path, capsys):
     assert store.inside(root, paths.dir) and os.path.dirname(paths.dir) == root
 
 
-def test_full_disk_gives_one_clear_line_and_keeps_earlier_results(tmp_path, capsys, monkeypatch):
+def _one_error_line(err):
+  lines = [l for l in err.splitlines() if l.startswith("tfrewind: error:")]
+  assert len(lines) == 1 and "Traceback" not in err, err
+  return lines[0]
+
+
+@pytest.mark.slow
+def test_enospc_in_tensorflows_checkpoint_write_and_in_ours_give_one_line(
+    tmp_path, capsys, monkeypatch):
+  """A full disk faked where TensorFlow writes (SaveV2's ResourceExhaustedError) and where we
+  write (result.json): exit 1, one line, the rerun finishes, finished runs are kept."""
   import errno  # pylint: disable=g-import-not-at-top
   from tfrewind import store  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / "runs")
   base = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL]
+  real_save = tf.train.CheckpointManager.save
+  calls = []
+
+  def save(self, checkpoint_number=None, **kwargs):
+    calls.append(checkpoint_number)
+    if len(calls) == 2:  # the second epoch end: what TensorFlow's SaveV2 raises on ENOSPC
+      raise tf.errors.ResourceExhaustedError(
+          None, None, f"{self.directory}/ckpt-{checkpoint_number}_temp/part-00000-of-00001.data"
+          f"-00000-of-00001.tempstate1; No space left on device [Op:SaveV2]")
+    return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+  status, _, err = cli(base + ["--methods=lr_rewind"], capsys)
+  line = _one_error_line(err)
+  dense = glob.glob(os.path.join(root, "dense_*"))[0]
+  assert status == 1 and f"no space left on device writing {dense}/backup:" in line
+  assert "free space and rerun the same command; finished runs are kept" in line
+  monkeypatch.undo()
   assert cli(base + ["--methods=lr_rewind"], capsys)[0] == 0
+  check_every_run_finished_exactly_once(root, expected_runs=2)
   kept = results(root)
 
   def full(path, content):
@@ -163,13 +160,62 @@ def test_full_disk_gives_one_clear_line_and_keeps_earlier_results(tmp_path, caps
 
   monkeypatch.setattr(store, "atomic_write", full)
   status, _, err = cli(base + ["--methods=finetune"], capsys)
-  lines = [l for l in err.splitlines() if l.startswith("tfrewind: error:")]
-  assert status == 4 and len(lines) == 1 and "No space left on device" in lines[0]
-  assert "Traceback" not in err
+  assert status == 1 and "no space left on device writing" in _one_error_line(err)
   monkeypatch.undo()
   assert results(root) == kept
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A real 600 KB filesystem (tmpfs): room for a run's first files, not its checkpoints."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+                        capture_output=True, check=False)
+  if made.returncode:
+    pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
+  resize = lambda size: subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)],  # noqa: E731
+                                       check=True)
+  yield mount, resize
+  subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_training_gives_one_line_then_the_rerun_finishes(
+    small_disk, tmp_path, capsys):
+  mount, resize = small_disk
+  root = str(mount / "runs")
+  args = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods=lr_rewind"]
+  status, _, err = cli(args, capsys)
+  line = _one_error_line(err)
+  assert status == 1 and "no space left on device writing" in line and root in line, line
+  # Whatever TensorFlow left half-written (backup/ckpt-N_temp) was removed with the error.
+  assert not glob.glob(os.path.join(root, "*", "backup", "*_temp*"))
+  # The same for the other commands that write: stability (its copies are runs), report, export.
+  status, _, err = cli(["stability", f"--flagfile={QUICK}", *SMALL, f"--root={root}",
+                        "--densities=0.2", "--rewind_steps=10it", "--alphas=11",
+                        f"--out={mount / 'stability'}"], capsys)
+  assert status == 1 and "no space left on device writing" in _one_error_line(err)
+  resize("64m")
+  assert cli(args, capsys)[0] == 0
+  check_every_run_finished_exactly_once(root, expected_runs=2)
+  prune = glob.glob(os.path.join(root, "prune_*"))[0]
+  stat = os.statvfs(mount)  # fill it again, to 64 KB short of full
+  with open(mount / "filler", "wb") as f:
+    f.write(b"\0" * (stat.f_bavail * stat.f_frsize - 64 * 1024))
+  status, _, err = cli(["export", f"--run={prune}", f"--out={mount / 'export'}"], capsys)
+  assert status == 1 and "no space left on device writing" in _one_error_line(err)
+  assert not glob.glob(str(mount / "export*"))  # no half-written export
+  for _ in range(3):  # figures and CSVs until the disk is full
+    status, _, err = cli(["report", f"--root={root}", f"--out={mount / 'report'}"], capsys)
+    if status:
+      break
+  assert status == 1 and "no space left on device writing" in _one_error_line(err)
+  check_every_run_finished_exactly_once(root, expected_runs=2)  # nothing finished was touched
+
+
+@pytest.mark.slow
 def test_a_diverged_run_reruns_from_its_last_finite_checkpoint_and_then_counts_as_finished(
     tmp_path, monkeypatch):
   from tfrewind import errors, experiment, hparams, lr, store, training  # pylint: disable=g-import-not-at-top

@@ -18,6 +18,7 @@ EXPECTED_TRAINABLE = {"resnet20": 272474, "resnet56": 855770, "resnet110": 17307
                       "wrn16_8": 10961370, "resnet50": 25557032}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", registry.PRESETS)
 def test_every_preset_builds_is_fully_prunable_and_trains_a_step(name):
   classes = 1000 if name == "resnet50" else 10

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from clitools import PROCESSES, QUICK, SMALL
 
@@ -51,6 +52,7 @@ def test_quickstart_flag_file_validates(capsys):
   assert sorted({hp.density for hp in runs}) == [0.03, 0.1, 0.3]
 
 
+@pytest.mark.slow
 @PROCESSES
 def test_a_run_prints_progress_lines_and_no_tensorflow_chatter(tmp_path):
   args = ["run", f"--flagfile={QUICK}", f"--root={tmp_path / 'runs'}", *SMALL, "--dataset=digits",

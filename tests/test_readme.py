@@ -5,6 +5,8 @@ import io
 import os
 import re
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -23,6 +25,7 @@ def test_readme_opens_with_the_quickstart_and_test_commands():
     assert os.path.exists(os.path.join(REPO, "flags", name)), name
 
 
+@pytest.mark.slow
 def test_readme_callback_example_prunes_to_the_asked_density_with_each_method(tmp_path):
   code = re.search(r"## The callback in your own training\n+```python\n(.*?)```", _readme(),
                    re.S).group(1)

@@ -75,6 +75,7 @@ def _expected_wrn_params(model, masks, depth=16, k=8):
 @pytest.mark.parametrize("name,densities,expected", [
     ("resnet20", (0.7, 0.5, 0.25), _expected_resnet_params),
     ("wrn16_8", (0.5, 0.25), _expected_wrn_params)])
+@pytest.mark.slow
 def test_slim_equals_masked_and_counts_only_remaining_channels(name, densities, expected):
   model = _channel_model(name)
   x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)

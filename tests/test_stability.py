@@ -98,9 +98,11 @@ def test_batchnorm_reestimation_changes_only_the_moving_statistics_to_the_batch_
   np.testing.assert_allclose(bn_only.get_layer("bn").moving_mean.numpy(), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_stability_command_writes_barriers_that_recompute_from_the_path(tmp_path, capsys):
   from tfrewind import experiment, hparams, stability, store  # pylint: disable=g-import-not-at-top
   root, out = str(tmp_path / "runs"), str(tmp_path / "runs" / "stability")
+  os.makedirs(root)  # an explicit --root must exist (a typo would retrain every copy)
   status, stdout, err = cli(["stability", f"--flagfile={QUICK}", f"--root={root}", *SMALL,
                              "--rewind_steps=10it", "--densities=1.0,0.5", "--alphas=11",
                              "--bn_batches=2", f"--out={out}"], capsys)

@@ -30,17 +30,11 @@ class ExportError(ValueError):
 
 def load_run(run_dir: str):
   """The compiled prunable model of a finished run, restored from its final checkpoint."""
-  paths = store.RunPaths(os.path.normpath(run_dir))
-  if not os.path.isdir(paths.dir):
-    raise ExportError(f"--run={run_dir} is not a folder: pass one run folder, e.g. "
-                      f"runs/prune_resnet20_cifar10_lr_rewind_...")
+  try:
+    paths = store.finished_run(run_dir)
+  except ValueError as e:
+    raise ExportError(str(e)) from None
   meta = store.read_json(paths.hparams)
-  if not meta or "hparams" not in meta:
-    raise ExportError(f"{paths.hparams} is missing or unreadable: --run must be a run folder "
-                      f"written by tfrewind run")
-  if not paths.finished():
-    raise ExportError(f"{paths.dir} is not finished (no result.json): finish it with "
-                      f"tfrewind run, then export")
   hp = hp_lib.HParams.from_json(meta["hparams"])
   try:
     model = training.load_final(hp, paths)

@@ -39,37 +39,42 @@ class HParams:
                                "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
   download: bool = _f(True, "run", "let tfds download CIFAR when it is not in --data_dir")
   validation: bool = _f(False, "data", "hold out Renda's fixed 2,000 test images for validation")
-  synthetic_size: int = _f(5000, "data", "training images of the synthetic dataset")
-  batch_size: int = _f(128, "data", "global batch size")
+  synthetic_size: int = _f(5000, "data", "training images of the synthetic dataset", min=1)
+  batch_size: int = _f(128, "data", "global batch size", min=1)
   # model
   model: str = _f("resnet20", "model", names.MODEL_HELP)
-  width: Optional[int] = _f(None, "model", "first-stage width of a CIFAR ResNet (16)")
-  bn_momentum: Optional[float] = _f(None, "model", "BatchNorm decay (network default)")
-  bn_epsilon: Optional[float] = _f(None, "model", "BatchNorm epsilon (network default)")
-  weight_decay: Optional[float] = _f(None, "model", "L2 on kernels (network default)")
+  width: Optional[int] = _f(None, "model", "first-stage width of a CIFAR ResNet (16)", min=1)
+  bn_momentum: Optional[float] = _f(None, "model", "BatchNorm decay (network default)", min=0,
+                                   below=1)
+  bn_epsilon: Optional[float] = _f(None, "model", "BatchNorm epsilon (network default)",
+                                  above=0)
+  weight_decay: Optional[float] = _f(None, "model", "L2 on kernels (network default)", min=0)
   initializer: Optional[str] = _f(None, "model", "kernel initializer (he_uniform)")
   shortcut: Optional[str] = _f(None, "model", "CIFAR ResNet shortcut: projection (where the "
                                "shape changes), projection_all (also in stage 1, TF's official "
                                "ResNet) or pad")
   # dense training
-  train_steps: str = _f("72000it", "train", "N: length of the dense training cycle")
+  train_steps: str = _f("72000it", "train", "N: length of the dense training cycle", min=1)
   epoch_steps: Optional[str] = _f(None, "train", "iterations per epoch, for units, evaluation "
-                                  "and checkpoints (default: one pass over the data)")
-  lr: float = _f(0.1, "train", "initial learning rate")
+                                  "and checkpoints (default: one pass over the data)", min=1)
+  lr: float = _f(0.1, "train", "initial learning rate", above=0)
   lr_boundaries: Tuple[str, ...] = _f(("36000it", "54000it"), "train",
-                                      "steps at which the LR is multiplied by lr_factor")
-  lr_factor: float = _f(0.1, "train", "LR decay factor at each boundary")
-  momentum: float = _f(0.9, "train", "SGD momentum")
+                                      "steps at which the LR is multiplied by lr_factor (empty: a "
+                                      "constant LR)", min=1, empty="a constant LR")
+  lr_factor: float = _f(0.1, "train", "LR decay factor at each boundary", above=0)
+  momentum: float = _f(0.9, "train", "SGD momentum", min=0, below=1)
   nesterov: bool = _f(True, "train", "Nesterov momentum (Mikler) or heavy ball (Renda)")
-  seed: int = _f(1, "train", "seed of initialisation, data order and augmentation")
+  seed: int = _f(1, "train", "seed of initialisation, data order and augmentation", min=0)
   mixed_precision: bool = _f(False, "train", "train in mixed_float16 (masks stay float32)")
   protocol: str = _f("text", "train", "; ".join(f"{p.name}: {p.help}"
                                                 for p in protocols.PROTOCOLS.values()))
   # pruning
   schedule: str = _f("one_shot", "prune", "one_shot or iterative")
-  density: float = _f(0.2, "prune", "one_shot: fraction of prunable weights kept")
-  rate: float = _f(0.8, "prune", "iterative: fraction of the remaining weights kept per round")
-  rounds: int = _f(1, "prune", "iterative: rounds (densities rate**1 .. rate**rounds)")
+  density: float = _f(0.2, "prune", "one_shot: fraction of prunable weights kept", above=0,
+                       max=1)
+  rate: float = _f(0.8, "prune", "iterative: fraction of the remaining weights kept per round",
+                    above=0, below=1)
+  rounds: int = _f(1, "prune", "iterative: rounds (densities rate**1 .. rate**rounds)", min=1)
   scope: str = _f("global", "prune", "global (one threshold) or layerwise")
   structure: str = _f("unstructured", "prune", "unstructured; channel (whole output channels by "
                       "mean |w|, one global threshold); structured_a or structured_b (Li et al. "
@@ -79,22 +84,23 @@ class HParams:
   classifier: str = _f("fixed", "prune", "channel: the classifier keeps its units (fixed) or "
                        "loses input rows like channels (rows, the reproduction's rule)")
   level: int = _f(1, "prune", "structured_a/b: Li et al.'s ratios compound level times "
-                  "(1-(1-r)^level of each listed conv's filters; the released trials: 1..5)")
+                  "(1-(1-r)^level of each listed conv's filters; the released trials: 1..5)", min=1)
   criterion: str = _f("magnitude", "prune", "magnitude or random (control)")
   # retraining
   method: str = _f("lr_rewind", "retrain", "; ".join(
       f"{m.name}: {m.help}" for m in plan_lib.METHODS.values()))
-  rewind_step: str = _f("8000it", "retrain", "K: weight rewinding restores step K")
-  finetune_lr: float = _f(0.001, "retrain", "constant LR of fine-tuning")
+  rewind_step: str = _f("8000it", "retrain", "K: weight rewinding restores step K", min=0)
+  finetune_lr: float = _f(0.001, "retrain", "constant LR of fine-tuning", above=0)
   warmup: float = _f(0.1, "retrain", "slr/clr: linear warm-up from lr_min to lr_max, a "
-                     "fraction of the round's T steps (W = round(warmup * T))")
-  retrain: Optional[str] = _f(None, "retrain", "T: retraining budget per round (method default)")
+                     "fraction of the round's T steps (W = round(warmup * T))", min=0, max=1)
+  retrain: Optional[str] = _f(None, "retrain", "T: retraining budget per round (method default)",
+                             min=1)
   weights_from: Optional[str] = _f(None, "retrain", "custom: restore weights of this step "
-                                   "(unset: keep trained weights)")
+                                   "(unset: keep trained weights)", min=0)
   lr_from: Optional[str] = _f(None, "retrain", "custom: replay the LR from this step "
-                              "(unset: constant finetune_lr)")
+                              "(unset: constant finetune_lr)", min=0)
   data_order: int = _f(0, "retrain", "retraining data order and augmentation: 0 the run's own, "
-                       "k > 0 another (tfrewind stability's copy B)")
+                       "k > 0 another (tfrewind stability's copy B)", min=0)
   reset_momentum: bool = _f(True, "retrain", "fresh optimizer state at every prune (Mikler)")
   restore_optimizer: bool = _f(True, "retrain", "weight rewinding restores step K's momentum "
                                "(Renda; irrelevant with reset_momentum)")
@@ -155,12 +161,12 @@ class HParams:
       if f.metadata["group"] not in groups:
         continue
       value = getattr(self, f.name)
-      if f.metadata.get("steps") or f.name in _STEP_FIELDS:
+      if f.metadata.get("steps") or f.name in STEP_FIELDS:
         value = None if value is None else (
             [parse_steps(v, self.steps_per_epoch(), f.name) for v in value]
             if isinstance(value, tuple) else parse_steps(value, self.steps_per_epoch(), f.name))
       default = f.default
-      if f.name in _STEP_FIELDS and default is not None:
+      if f.name in STEP_FIELDS and default is not None:
         default = ([parse_steps(v, self.steps_per_epoch(), f.name) for v in default]
                    if isinstance(default, tuple) else
                    parse_steps(default, self.steps_per_epoch(), f.name))
@@ -185,6 +191,10 @@ class HParams:
   # ------------------------------------------------------------------ validation
   def validate(self) -> "HParams":
     """Raises ValueError with one clear sentence for any inconsistent setting."""
+    for f in dataclasses.fields(self):
+      problem = check_field(f.name, getattr(self, f.name))
+      if problem:
+        raise ValueError(f"--{f.name}={_shown(getattr(self, f.name))}: {problem}")
     if self.dataset not in names.DATASETS:
       raise ValueError(f"unknown --dataset={self.dataset!r}: choose one of "
                        f"{', '.join(names.DATASETS)}")
@@ -193,8 +203,8 @@ class HParams:
     for name in ("batch_size", "synthetic_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-    if self.width is not None and self.width < 1:
-      raise ValueError(f"--width must be positive, got {self.width}")
+    if self.shortcut is not None and self.shortcut not in names.SHORTCUTS:
+      raise ValueError(f"unknown --shortcut={self.shortcut!r}: use {' or '.join(names.SHORTCUTS)}")
     if not self.lr > 0 or not self.finetune_lr > 0 or math.isinf(self.lr):
       raise ValueError(f"learning rates must be positive, got --lr={self.lr} "
                        f"--finetune_lr={self.finetune_lr}")
@@ -241,8 +251,66 @@ class HParams:
     return self
 
 
-_STEP_FIELDS = ("train_steps", "epoch_steps", "lr_boundaries", "rewind_step", "retrain",
+STEP_FIELDS = ("train_steps", "epoch_steps", "lr_boundaries", "rewind_step", "retrain",
                 "weights_from", "lr_from")
+_STEPS_RE = r"\s*(-?\d+(?:\.\d+)?)\s*(it|ep)?\s*"
+BOUNDS = ("min", "above", "max", "below")
+
+
+def _shown(value) -> str:
+  return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def bounds_text(meta) -> str:
+  """'>= 1', '> 0 and <= 1', ...: a field's (or flag's) declared bounds, for help and errors."""
+  ops = {"min": ">=", "above": ">", "max": "<=", "below": "<"}
+  return " and ".join(f"{ops[k]} {meta[k]}" for k in BOUNDS if meta.get(k) is not None)
+
+
+def out_of_bounds(number: float, meta) -> bool:
+  return ((meta.get("min") is not None and number < meta["min"]) or
+          (meta.get("above") is not None and number <= meta["above"]) or
+          (meta.get("max") is not None and number > meta["max"]) or
+          (meta.get("below") is not None and number >= meta["below"]))
+
+
+def check_field(name: str, value) -> Optional[str]:
+  """What is wrong with `value` for field `name` by its declaration alone (type, bounds,
+  emptiness), or None. Every numeric and step field declares its bounds (tests check that),
+  so a new setting cannot forget them; the generated flags run the same check at parsing."""
+  field = _FIELDS[name]
+  meta = field.metadata
+  if value is None:
+    return None
+  if isinstance(value, (tuple, list)):
+    if not value and not meta.get("empty"):
+      return "empty: give at least one value, or leave the flag out"
+    problems = [check_item(name, v) for v in value]
+    return next((p for p in problems if p), None)
+  return check_item(name, value)
+
+
+def check_item(name: str, value) -> Optional[str]:
+  meta = _FIELDS[name].metadata
+  if isinstance(value, bool):
+    return None
+  if isinstance(value, str) and not value.strip():
+    return "empty: give a value, or leave the flag out"
+  if name in STEP_FIELDS:
+    match = re.fullmatch(_STEPS_RE, str(value))
+    if not match:
+      return "not a step count: write e.g. 8000it or 4ep"
+    number = float(match.group(1))
+  elif isinstance(value, (int, float)):
+    number = value
+  else:
+    return None
+  if out_of_bounds(number, meta):
+    return f"must be {bounds_text(meta)}"
+  return None
+_FIELDS = {f.name: f for f in dataclasses.fields(HParams)}
+
+
 def _train_size(hp):
   size = names.DATASETS[hp.dataset].train_size if hp.dataset in names.DATASETS else None
   return hp.synthetic_size if size is None else size

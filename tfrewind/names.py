@@ -52,3 +52,6 @@ def match_model(name: str) -> Optional[Tuple[str, "re.Match"]]:
 
 def num_classes(dataset: str) -> int:
   return DATASETS[dataset].num_classes
+
+# CIFAR ResNet shortcuts (tfrewind.models.resnet): where the shape changes, everywhere, or zero-pad.
+SHORTCUTS = ("projection", "projection_all", "pad")

@@ -30,17 +30,11 @@ from tfrewind import connectivity
 from tfrewind import data as data_lib
 from tfrewind import hparams as hp_lib
 from tfrewind import store
+from tfrewind.sweep import copies  # noqa: F401  (the A/B pair of a setting)
 from tfrewind import training
 from tfrewind.report import aggregate, figures
 
 STABLE_BELOW_PT = 2.0  # Frankle et al.: stable when the error barrier is under 2 points
-
-
-def copies(hp: hp_lib.HParams, density: float, step: int):
-  """(A, B): the weight-rewinding run of (density, step) and its other-data-order twin."""
-  a = dataclasses.replace(hp, method="weight_rewind", schedule="one_shot", density=density,
-                          rewind_step=f"{step}it", retrain=None, data_order=0)
-  return a, dataclasses.replace(a, data_order=1)
 
 
 def bn_batches(arrays: data_lib.Arrays, batch_size: int, count: int, mean, std):

@@ -102,6 +102,23 @@ def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
   return RunPaths(os.path.join(root, name))
 
 
+def finished_run(run_dir: str) -> RunPaths:
+  """The paths of the finished run in `run_dir`, or UsageError naming what is missing."""
+  from tfrewind.errors import UsageError  # pylint: disable=g-import-not-at-top
+  paths = RunPaths(os.path.normpath(run_dir))
+  if not os.path.isdir(paths.dir):
+    raise UsageError(f"--run={run_dir} does not exist or is not a folder: pass one run folder, "
+                     f"e.g. runs/prune_resnet20_cifar10_lr_rewind_...")
+  meta = read_json(paths.hparams)
+  if not meta or "hparams" not in meta:
+    raise UsageError(f"{paths.hparams} is missing or unreadable: --run must be a run folder "
+                     f"written by tfrewind run")
+  if not paths.finished():
+    raise UsageError(f"{paths.dir} is not finished (no result.json): finish it with "
+                     f"tfrewind run, then export")
+  return paths
+
+
 def check_root(root: str) -> None:
   """Creates the root, or raises ValueError saying why it cannot be used."""
   if os.path.exists(root) and not os.path.isdir(root):
@@ -127,11 +144,16 @@ def atomic_write(path: str, content: bytes) -> None:
   if parent:
     os.makedirs(parent, exist_ok=True)
   tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(content)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "wb") as f:
+      f.write(content)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError:
+    if os.path.exists(tmp):  # a full disk: give the space back, keep the old file
+      os.remove(tmp)
+    raise
 
 
 def write_json(path: str, obj) -> None:
@@ -202,7 +224,10 @@ def remove_leftovers(paths: RunPaths) -> None:
     logging.warning("result file %s is corrupt: redoing the run from its last good state",
                     paths.result)
     os.replace(paths.result, f"{paths.result}.corrupt")
-  for pattern in ("*.tmp-*", "final.tmp-*", "final.old-*", os.path.join("snapshots", "*.tmp-*")):
+  # backup/ckpt-N_temp*: TensorFlow's checkpoint writer died mid-save (a kill, a full disk);
+  # its manager never listed it, so resuming ignores it, but it holds the disk.
+  for pattern in ("*.tmp-*", "final.tmp-*", "final.old-*", os.path.join("snapshots", "*.tmp-*"),
+                  os.path.join("backup", "*_temp*")):
     for path in glob.glob(os.path.join(paths.dir, pattern)):
       if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)

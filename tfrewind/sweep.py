@@ -104,3 +104,11 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
                            f"{e}") from None
     finally:
       keras.backend.clear_session()
+
+
+def copies(hp: hp_lib.HParams, density: float, step: int):
+  """tfrewind stability's (A, B): the weight-rewinding run of (density, step) and its twin
+  of another data order."""
+  a = dataclasses.replace(hp, method="weight_rewind", schedule="one_shot", density=density,
+                          rewind_step=f"{step}it", retrain=None, data_order=0)
+  return a, dataclasses.replace(a, data_order=1)

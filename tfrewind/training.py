@@ -33,8 +33,9 @@ from tfrewind import macs as flops_lib
 from tfrewind import names
 from tfrewind import protocols
 from tfrewind import rewind
+from tfrewind import stopping
 from tfrewind import store
-from tfrewind.errors import RunFailed
+from tfrewind.errors import RunFailed, disk_full, is_disk_full
 from tfrewind.models import registry
 from tfrewind.pruning import slim as slim_lib
 from tfrewind.pruning import sparsity
@@ -69,6 +70,15 @@ class Phase:
 
 # DataFn(round, first step of the phase's stream) -> Bundle: the Runner caches decoded arrays.
 DataFn = Callable[[hp_lib.HParams, int, int], data_lib.Bundle]
+
+
+class StopOnSignal(keras.callbacks.Callback):
+  """Ends fit() after the step in progress once SIGTERM/SIGINT asked to stop
+  (tfrewind.stopping); Keras then ends the epoch, and EpochBackup checkpoints that step."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    if stopping.requested() is not None:
+      self.model.stop_training = True
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -183,9 +193,19 @@ def _fresh_model(hp: hp_lib.HParams, round_: int, env: Env):
 def train_phase(hp: hp_lib.HParams, paths: store.RunPaths, phase: Phase, env: Env,
                 data: DataFn, dense_run: str) -> None:
   """Trains `phase` into `paths` (resuming what is there) and writes its result."""
-  os.makedirs(paths.dir, exist_ok=True)
-  with _log_file(paths):
-    _train_phase(hp, paths, phase, env, data, dense_run)
+  stopping.check(run=paths.dir)
+  try:
+    os.makedirs(paths.dir, exist_ok=True)
+    with _log_file(paths):
+      _train_phase(hp, paths, phase, env, data, dense_run)
+  except (OSError, tf.errors.OpError) as e:
+    if is_disk_full(e):
+      try:  # a half-written checkpoint or temporary file holds space the rerun needs
+        store.remove_leftovers(paths)
+      except OSError:
+        pass
+      raise disk_full(e, paths.dir) from None
+    raise
 
 
 def _train_phase(hp, paths, phase, env, data, dense_run):
@@ -220,8 +240,9 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
   bundle = data(hp, phase.round, step - phase.start)
   steps_per_epoch = hp.steps_per_epoch(bundle.steps_per_epoch)
   write_hparams_summary(paths.tensorboard, hp, phase.kind, phase.round)
-  callbacks = [*phase.callbacks, StopAtStep(phase.end), keras.callbacks.TerminateOnNaN(),
-               EpochBackup(manager), Ledger(paths.ledger, phase.kind),
+  callbacks = [*phase.callbacks, StopAtStep(phase.end), StopOnSignal(),
+               keras.callbacks.TerminateOnNaN(), EpochBackup(manager),
+               Ledger(paths.ledger, phase.kind),
                keras.callbacks.CSVLogger(paths.metrics, append=True),
                pruning_callbacks.PruningSummaries(paths.tensorboard, update_freq="epoch",
                                                  profile_batch=0)]
@@ -232,17 +253,35 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
              f"{hp.method} round {phase.round} density {hp.densities[phase.round - 1]:.4g}")
     print(f"== {label} | steps {step}..{phase.end} | {paths.dir}", flush=True)
   eval_data = bundle.validation if bundle.validation is not None else bundle.test
-  history = model.fit(bundle.train, epochs=math.ceil((phase.end - phase.start) / steps_per_epoch),
-                      initial_epoch=(step - phase.start) // steps_per_epoch,
-                      steps_per_epoch=steps_per_epoch, validation_data=eval_data,
-                      callbacks=callbacks, verbose=bars)
-  reached = int(model.optimizer.iterations.numpy())
-  if any(not np.isfinite(l) for l in history.history.get("loss", [])) or reached < phase.end:
+  epochs = math.ceil((phase.end - phase.start) / steps_per_epoch)
+  epoch, into = divmod(step - phase.start, steps_per_epoch)
+  losses = []
+  if into:
+    # Stopped by a signal inside epoch `epoch`: finish that epoch first, so that every later
+    # epoch ends (evaluates, checkpoints) at the step where an uninterrupted run's does.
+    losses += model.fit(bundle.train, epochs=epoch + 1, initial_epoch=epoch,
+                        steps_per_epoch=steps_per_epoch - into, validation_data=eval_data,
+                        callbacks=callbacks, verbose=bars).history.get("loss", [])
+    epoch += 1
+    bundle = data(hp, phase.round, epoch * steps_per_epoch)
+  if _iterations(model) < phase.end and stopping.requested() is None and all(
+      np.isfinite(losses)) and epoch < epochs:
+    losses += model.fit(bundle.train, epochs=epochs, initial_epoch=epoch,
+                        steps_per_epoch=steps_per_epoch, validation_data=eval_data,
+                        callbacks=callbacks, verbose=bars).history.get("loss", [])
+  reached = _iterations(model)
+  if any(not np.isfinite(l) for l in losses) or (reached < phase.end and
+                                                 stopping.requested() is None):
     store.write_json(paths.failed, {"reason": "loss became NaN or Inf", "step": reached,
                                     "phase": phase.kind,
                                     "resume_from": _newest_step(manager)})
     raise RunFailed(f"{paths.dir}: loss became NaN or Inf near step {reached}; see "
                     f"{paths.failed} (a rerun resumes from the last finite checkpoint)")
+  if reached < phase.end:
+    if _newest_step(manager) != reached:  # the epoch end did not save it (non-finite)
+      logging.warning("stopped at step %d without a checkpoint of it: a rerun resumes from "
+                      "step %s", reached, _newest_step(manager))
+    raise stopping.stopped(reached, phase.end, paths.dir)
   finish(hp, paths, model, checkpoint, bundle, phase.kind, t0)
 
 
@@ -259,6 +298,10 @@ def _log_file(paths: store.RunPaths):
   finally:
     root.removeHandler(handler)
     handler.close()
+
+
+def _iterations(model) -> int:
+  return int(model.optimizer.iterations.numpy())
 
 
 def _newest_step(manager) -> Optional[int]:

@@ -56,12 +56,12 @@ def _stability_section(folder: str, out: str):
 
 
 def main(root: str, out: str, reference_only: bool = False, metric: str = "final") -> int:
-  os.makedirs(out, exist_ok=True)
   ref = reference.renda_table()
   mikler = reference.mikler_points()
   md = ["# tfrewind report", ""]
   files = []
   if reference_only:
+    os.makedirs(out, exist_ok=True)
     md += ["Published curves only (Renda et al. 2020, released trials, selection rule applied; "
            "stars: Mikler 2021 Table 5).", ""]
     for (net, data, sched, struct, _), group in aggregate.figure_groups(ref):
@@ -78,6 +78,11 @@ def main(root: str, out: str, reference_only: bool = False, metric: str = "final
     return 0
 
   runs, dense, counts = aggregate.collect(root, metric)
+  if not (counts["finished"] or counts["unfinished"] or counts["failed"]):
+    print(f"no run folders under {root}: nothing to report (tfrewind run --root={root} "
+          f"writes them)")
+    return 0
+  os.makedirs(out, exist_ok=True)
   table = _with_reference(aggregate.summarize(runs), ref)
   md.append(f"Root `{root}`: {counts['finished']} finished runs ({len(dense)} dense); "
             f"{counts['unfinished']} unfinished ignored; {len(counts['failed'])} failed excluded"
