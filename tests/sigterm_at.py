@@ -6,12 +6,12 @@ import os
 import signal
 import sys
 
-from tfrewind import cli, training
+from tfrewind import callbacks, cli
 
 STEPS = {int(s) for s in os.environ.get("SIGNAL_AT", "").split(",") if s}
 SIGNAL = getattr(signal, "SIG" + os.environ.get("SIGNAL", "TERM"))
 TIMES = int(os.environ.get("SIGNAL_TIMES", "1"))
-_original = training.StopOnSignal.on_train_batch_end
+_original = callbacks.StopOnSignal.on_train_batch_end
 
 
 def _on_train_batch_end(self, batch, logs=None):
@@ -23,5 +23,5 @@ def _on_train_batch_end(self, batch, logs=None):
   _original(self, batch, logs)
 
 
-training.StopOnSignal.on_train_batch_end = _on_train_batch_end
+callbacks.StopOnSignal.on_train_batch_end = _on_train_batch_end
 cli.run_main(["tfrewind"] + sys.argv[1:])

@@ -50,7 +50,7 @@ def test_quickstart_end_to_end_then_rerun_trains_nothing(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_every_flag_file_parses_and_validates(capsys):
-  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
+  from tfrewind import cli as cli_lib, commands  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(REPO, "flags", "*.flags")))
   assert len(files) >= 12
@@ -58,7 +58,7 @@ def test_every_flag_file_parses_and_validates(capsys):
   for path in files:
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([f"--flagfile={path}"]))
-    runs = cli_lib.make_grid(check_networks=False)
+    runs = commands.make_grid(check_networks=False)
     counts[os.path.basename(path)] = len(runs)
     every += runs
   flags.FLAGS.unparse_flags()
@@ -76,21 +76,21 @@ def test_every_flag_file_parses_and_validates(capsys):
   flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([
       f"--flagfile={os.path.join(REPO, 'flags', 'resnet20_one_shot.flags')}",
       f"--flagfile={os.path.join(REPO, 'flags', 'common', 'controls.flags')}"]))
-  assert {hp.method for hp in cli_lib.make_grid()} == {"finetune", "weight_rewind", "lr_rewind",
+  assert {hp.method for hp in commands.make_grid()} == {"finetune", "weight_rewind", "lr_rewind",
                                                        "reinit"}
   flags.FLAGS.unparse_flags()
 
 
 @pytest.mark.slow
 def test_flag_files_carry_the_papers_hyperparameters(capsys):
-  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
+  from tfrewind import cli as cli_lib, commands  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   def first(name):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles(
         [f"--flagfile={os.path.join(REPO, 'flags', name)}"]))
-    hp = cli_lib.make_grid()[0]
+    hp = commands.make_grid()[0]
     flags.FLAGS.unparse_flags()
     return hp
 
@@ -181,7 +181,9 @@ def test_sweep_print_gives_one_command_per_run(tmp_path, capsys):
                         "--print"], capsys)
   lines = out.strip().splitlines()
   assert status == 0 and len(lines) == 2 * 3 * 2
-  assert all(l.startswith(f"tfrewind run --flagfile={QUICK} ") for l in lines)
+  # Every value inlined from the parsed flags: a line runs from any folder.
+  assert all(l.startswith("tfrewind run --dataset=digits ") and "--flagfile" not in l
+             for l in lines)
   assert sum("--method=lr_rewind" in l and "--seed=2" in l and "--density=0.2" in l
              for l in lines) == 1
 
@@ -301,6 +303,22 @@ def test_two_processes_on_one_root_train_the_dense_network_once(tmp_path):
   dense = [l for name, ls in lines.items() if name.startswith("dense") for l in ls]
   assert [l["phase"] for l in dense] == ["dense", "finished"] and dense[0]["steps"] == 40
   assert len(results(str(root))) == 3
+
+
+@pytest.mark.slow
+def test_sweep_print_lines_come_from_the_parsed_flags_and_run(tmp_path, capsys):
+  """`--methods finetune,lr_rewind` (a space, which absl accepts) used to leave a stray
+  argument in every printed line."""
+  root = str(tmp_path / "runs")
+  status, out, _ = cli(["sweep", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--methods",
+                        "finetune,lr_rewind", "--print"], capsys)
+  lines = [shlex.split(l) for l in out.splitlines()]
+  assert status == 0 and len(lines) == 2, out
+  assert all("finetune,lr_rewind" not in l for l in lines)
+  assert [a for a in lines[1] if a.startswith("--method")] == ["--method=lr_rewind"]
+  assert "--flagfile" not in out  # every value inlined: a line runs from any folder
+  assert cli(lines[1][1:], capsys)[0] == 0
+  assert len(results(root)) == 2
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ def test_corrupt_result_and_checkpoint_are_detected_and_redone(tmp_path, capsys,
 
 
 def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
-  from tfrewind import hparams, training  # pylint: disable=g-import-not-at-top
+  from tfrewind import checkpoints, hparams, training  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / "runs")
   hp = hparams.HParams(dataset="synthetic", synthetic_size=400, model="resnet8", width=4,
                        batch_size=32, train_steps="30it", epoch_steps="10it",
@@ -88,7 +88,7 @@ def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
     f.seek(8)
     f.write(b"\xff" * 64)
   model.optimizer.iterations.assign(0)
-  assert training.restore_backup(ckpt, manager)
+  assert checkpoints.restore_backup(ckpt, manager)
   assert int(model.optimizer.iterations.numpy()) == 10
   assert any(newest in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
 
@@ -115,7 +115,8 @@ def test_run_folders_stay_inside_root_whatever_the_flags(tmp_path, capsys):
   assert not os.path.exists(tmp_path / "escape")
   hp = hparams.HParams(model="resnet20", method="lr_rewind", density=0.1)
   for paths in (store.dense_paths(root, hp), store.branch_paths(root, hp, 1)):
-    assert store.inside(root, paths.dir) and os.path.dirname(paths.dir) == root
+    assert os.path.dirname(paths.dir) == root and os.path.realpath(paths.dir).startswith(
+        os.path.realpath(root) + os.sep)
 
 
 def _one_error_line(err):
@@ -245,7 +246,7 @@ def test_a_diverged_run_reruns_from_its_last_finite_checkpoint_and_then_counts_a
 
   monkeypatch.setattr(training, "lr_schedule", real_schedule)  # the cause fixed
   runner.run(hp)
-  dense = [l for l in store.read_lines(paths.ledger) if l["phase"] == "dense"]
+  dense = [l for l in ledger(root)[os.path.basename(paths.dir)] if l["phase"] == "dense"]
   assert dense[0]["start"] == 0 and dense[1]["start"] == record["resume_from"]
   assert dense[1]["end"] == 40 and not os.path.exists(paths.failed)
   assert os.path.exists(paths.failed + ".resolved")

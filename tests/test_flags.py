@@ -18,9 +18,9 @@ HEADER = "| flag | commands | empty | 0 | -1 | abc |\n|---|---|---|---|---|---|"
 
 def _walk(tmp_path, monkeypatch, capsys):
   """{flag: {command: (outcome per value)}}, outcome 'ok' or 'rejected'."""
-  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
-  for command, (check, _, _, _) in list(cli_lib.COMMAND_TABLE.items()):
-    monkeypatch.setitem(cli_lib.COMMAND_TABLE, command, (check, lambda prepared: 0, False, False))
+  from tfrewind import commands  # pylint: disable=g-import-not-at-top
+  for command, (check, _, _, _) in list(commands.COMMAND_TABLE.items()):
+    monkeypatch.setitem(commands.COMMAND_TABLE, command, (check, lambda prepared: 0, False, False))
   monkeypatch.chdir(tmp_path)
   run = tmp_path / "a_run"
   run.mkdir()
@@ -29,7 +29,7 @@ def _walk(tmp_path, monkeypatch, capsys):
   (tmp_path / "a_root").mkdir()
   base = {"report": ["--root=a_root"], "export": ["--run=a_run"]}
   out = {}
-  for command, names in cli_lib.COMMAND_FLAGS.items():
+  for command, names in commands.COMMAND_FLAGS.items():
     for name in names:
       row = []
       for value in VALUES:
@@ -76,7 +76,8 @@ def test_every_flag_of_every_command_rejects_bad_values_in_one_line(tmp_path, mo
   for name, per_command in walk.items():
     for command, row in per_command.items():
       assert row[0] == "rejected" or name in ("lr_boundaries", "random_controls",
-                                              "snapshot_steps", "bench_inference"), (name, row)
+                                              "snapshot_steps", "bench_inference", "import"), (
+                                                  name, row)
       assert row[2] == "rejected" or name in ("root", "out", "run", "data_dir", "initializer"), (
           name, command)
   with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
@@ -86,19 +87,19 @@ def test_every_flag_of_every_command_rejects_bad_values_in_one_line(tmp_path, mo
 
 
 def test_every_count_and_number_flag_declares_its_bounds():
-  from tfrewind import cli as cli_lib, hparams  # pylint: disable=g-import-not-at-top
+  from tfrewind import flagdefs, hparams  # pylint: disable=g-import-not-at-top
   import dataclasses  # pylint: disable=g-import-not-at-top
   for field in dataclasses.fields(hparams.HParams):
     if field.name in hparams.STEP_FIELDS or field.type in (int, float, "int", "float") or (
         "int" in str(field.type) or "float" in str(field.type)):
       assert any(k in field.metadata for k in hparams.BOUNDS), field.name
-  for flag in flags.FLAGS.get_flags_for_module(cli_lib):
+  for flag in flags.FLAGS.get_flags_for_module(flagdefs):
     if isinstance(flag.parser, (flags.IntegerParser, flags.FloatParser)):
       assert flag.validators, flag.name
     if isinstance(flag.parser, flags.ListParser) or flag.flag_type() == "string":
       assert flag.validators, flag.name
   with pytest.raises(TypeError, match="bounds"):
-    cli_lib._number(flags.DEFINE_integer, "a_count_without_bounds", 1, "help")  # pylint: disable=protected-access
+    flagdefs._number(flags.DEFINE_integer, "a_count_without_bounds", 1, "help")  # pylint: disable=protected-access
 
 
 def test_missing_paths_of_report_export_and_stability_are_one_line(tmp_path, capsys,
@@ -115,3 +116,34 @@ def test_missing_paths_of_report_export_and_stability_are_one_line(tmp_path, cap
   assert status == 0 and "no run folders under empty" in out
   assert not os.path.exists(tmp_path / "rep")
   assert not re.search("Traceback", out)
+
+
+def test_a_bad_setting_is_one_line_but_a_bug_keeps_its_traceback(monkeypatch, capsys):
+  from tfrewind import commands, errors  # pylint: disable=g-import-not-at-top
+
+  def fails(error):
+    def check():
+      raise error
+    return check
+
+  for error, status in ((errors.ConfigError("--x=1 is bad: use 2"), 2),
+                        (errors.UsageError("usage"), 2), (errors.DataError("no data"), 2)):
+    monkeypatch.setitem(commands.COMMAND_TABLE, "report",
+                        (fails(error), lambda prepared: 0, False, False))
+    got, _, err = cli(["report"], capsys)
+    assert got == status and err == f"tfrewind: error: {error}\n"
+  monkeypatch.setitem(commands.COMMAND_TABLE, "report",
+                      (fails(ValueError("a bug")), lambda prepared: 0, False, False))
+  with pytest.raises(ValueError, match="a bug"):
+    cli(["report"], capsys)
+
+
+def test_build_model_checks_overrides_against_the_builders_signature():
+  from tfrewind import errors  # pylint: disable=g-import-not-at-top
+  from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
+  assert "shortcut" in registry.overrides_of("cifar_resnet")
+  assert "shortcut" not in registry.overrides_of("wrn")
+  with pytest.raises(errors.ConfigError, match="takes no shortcut"):
+    registry.build_model("wrn16_8", shortcut="pad")
+  with pytest.raises(errors.ConfigError, match="unknown initializer"):
+    registry.build_model("resnet8", initializer="not_an_initializer")

@@ -4,6 +4,7 @@ If a change of tfrewind moves one of these, old run folders are no longer found:
 the README's migration notes, then update the literal.
 """
 
+import dataclasses
 import os
 
 import pytest
@@ -87,3 +88,12 @@ def test_channel_runs_name_what_their_density_counts():
   assert "channel_count" not in hparams.identity(hparams.HParams(), 1)
   assert hparams.run_key(hparams.HParams(), 1) == hparams.run_key(
       hparams.HParams(classifier="rows"), 1)
+
+
+def test_restore_optimizer_splits_runs_only_where_momentum_is_kept():
+  from tfrewind import hparams  # pylint: disable=g-import-not-at-top
+  base = hparams.HParams(method="weight_rewind", density=0.1)
+  key = lambda **kw: hparams.run_key(dataclasses.replace(base, **kw), 1)  # noqa: E731
+  # reset_momentum (the default) zeroes the optimizer state at the prune: step K's is unused.
+  assert key(restore_optimizer=False) == key(restore_optimizer=True)
+  assert key(reset_momentum=False, restore_optimizer=False) != key(reset_momentum=False)

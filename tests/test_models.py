@@ -57,7 +57,7 @@ def test_general_depths_and_widths():
 
 @pytest.mark.parametrize("name,kw,match", [
     ("resnet21", {}, "6n\\+2"), ("wrn15_8", {}, "6n\\+4"), ("vgg12", {}, "VGG depth"),
-    ("alexnet", {}, "unknown model"), ("resnet20", {"dropout": 0.5}, "bad override"),
+    ("alexnet", {}, "unknown model"), ("resnet20", {"dropout": 0.5}, "takes no dropout"),
     ("resnet20", {"shortcut": "dense"}, "shortcut"), ("resnet20", {"num_classes": 0}, "num_classes"),
 ])
 def test_bad_model_requests_raise(name, kw, match):

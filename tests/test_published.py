@@ -27,7 +27,7 @@ def _budget_steps(epochs: int) -> int:
 @pytest.fixture(scope="module")
 def printed_runs():
   """{flag file: [HParams of each line of its `sweep --print`]}, every flag file."""
-  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
+  from tfrewind import cli as cli_lib, commands  # pylint: disable=g-import-not-at-top
   out = {}
   old = os.getcwd()
   os.chdir(REPO)  # the printed lines name flags/... relative to the checkout
@@ -43,7 +43,7 @@ def printed_runs():
         assert args[:2] == ["tfrewind", "run"], line
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles(args[2:]))
-        grid = cli_lib.make_grid(check_networks=False)
+        grid = commands.make_grid(check_networks=False)
         assert len(grid) == 1, line  # one line, one run
         runs.append(grid[0])
       flags.FLAGS.unparse_flags()

@@ -43,10 +43,10 @@ def test_digits_pipeline_crops_by_one_pixel_and_never_flips():
 
 def test_quickstart_flag_file_validates(capsys):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from tfrewind import cli as cli_lib  # pylint: disable=g-import-not-at-top
+  from tfrewind import cli as cli_lib, commands  # pylint: disable=g-import-not-at-top
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([f"--flagfile={QUICK}"]))
-  runs = cli_lib.make_grid()
+  runs = commands.make_grid()
   flags.FLAGS.unparse_flags()
   assert len(runs) == 3 * 3 * 2 and {hp.dataset for hp in runs} == {"digits"}
   assert sorted({hp.density for hp in runs}) == [0.03, 0.1, 0.3]

@@ -282,3 +282,22 @@ def test_reinit_control_redraws_weights_keeps_the_mask_and_replays_the_schedule(
   assert after.at[N]["weights"]["stem_bn/moving_mean:0"].tobytes() == np.zeros(4, np.float32).tobytes()
   assert all((v == 0).all() for n, v in after.at[N]["slots"].items() if "/m/" in n)
   assert after.lrs[N:] == [float(np.float32(LR.value(s))) for s in range(N)]
+
+
+def test_reinit_seeds_are_the_same_from_one_iterative_callback_and_from_one_per_round(
+    monkeypatch):
+  """The command line runs round r of an iterative schedule as a one-round callback
+  (first_round=r); the library as one Iterative callback: both re-draw with the same seeds."""
+  from tfrewind import snapshots  # pylint: disable=g-import-not-at-top
+  seeds = []
+  monkeypatch.setattr(snapshots, "reinitialize", lambda model, seed: seeds.append(seed))
+  _run("reinit", tfrewind.Iterative(rate=0.5, rounds=2), seed=3)
+  library, seeds[:] = list(seeds), []
+  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
+  for r in (1, 2):
+    cb = tfrewind.RewindCallback(method="reinit", schedule=tfrewind.OneShot(0.5 ** r),
+                                 cycle_steps=N, lr=LR, verbose=0, seed=3, first_round=r,
+                                 dense_trained=r > 1, start_step=N * r)
+    model.fit(dataset(), epochs=cb.total_steps // SPE, steps_per_epoch=SPE, verbose=0,
+              callbacks=[cb])
+  assert library == seeds == [3001, 3002]

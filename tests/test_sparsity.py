@@ -53,6 +53,34 @@ def test_prune_global_exact_count_threshold_and_untouched_biases_and_batchnorm()
       assert v.numpy().tobytes() == others[v.name].tobytes(), v.name
 
 
+def test_tensorboard_threshold_is_the_real_threshold_of_each_prune(tmp_path, monkeypatch):
+  """TF-MOT's threshold variable (what PruningSummaries logs) holds the prune's cut: the
+  smallest kept |w| over all kernels (global) or per kernel (layerwise); NaN, not logged, for
+  rules without a magnitude threshold; nothing logged before the first prune."""
+  from tfrewind import callbacks  # pylint: disable=g-import-not-at-top
+  model = tfrewind.prunable(tiny_resnet())
+  kernels = [w.numpy() for w, _, _ in sparsity._pruning_vars(model)]  # pylint: disable=protected-access
+  tfrewind.prune(model, density=0.2)
+  cut = np.sort(np.abs(np.concatenate([k.ravel() for k in kernels])))[::-1][
+      masks_lib.kept_count(0.2, sum(k.size for k in kernels)) - 1]
+  for _, _, t in sparsity._pruning_vars(model):  # pylint: disable=protected-access
+    assert t.numpy() == np.float32(cut)
+  model = tfrewind.prunable(tiny_resnet())
+  kernels = [w.numpy() for w, _, _ in sparsity._pruning_vars(model)]  # pylint: disable=protected-access
+  tfrewind.prune(model, density=0.5, scope="layerwise")
+  for k, (_, m, t) in zip(kernels, sparsity._pruning_vars(model)):  # pylint: disable=protected-access
+    assert t.numpy() == np.abs(k)[m.numpy() > 0].min()
+  tfrewind.prune(model, density=0.25, criterion="random")
+  assert all(np.isnan(t.numpy()) for _, _, t in sparsity._pruning_vars(model))  # pylint: disable=protected-access
+  filtered = []
+  monkeypatch.setattr(callbacks.pruning_callbacks.PruningSummaries, "_log_pruning_metrics",
+                      lambda self, logs, prefix, step: filtered.append(logs))
+  callbacks.MaskSummaries(str(tmp_path))._log_pruning_metrics(  # pylint: disable=protected-access
+      {"a/sparsity": 0.5, "a/threshold": 0.0, "b/threshold": float("nan"), "c/threshold": 0.25},
+      "", 0)
+  assert filtered == [{"a/sparsity": 0.5, "c/threshold": 0.25}]
+
+
 def test_prune_layerwise_and_channel():
   model = tfrewind.prunable(tiny_resnet())
   tfrewind.prune(model, 0.5, scope="layerwise")

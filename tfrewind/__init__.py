@@ -27,6 +27,8 @@ _EXPORTS = {
     "Snapshot": "tfrewind.snapshots",
     "RewindCallback": "tfrewind.rewind",
     "Retrain": "tfrewind.plan", "retrain_plan": "tfrewind.plan",
+    "register_method": "tfrewind.plan", "register_criterion": "tfrewind.registries",
+    "register_structure": "tfrewind.registries", "PruneSpec": "tfrewind.pruning.spec",
     "StepDecay": "tfrewind.lr", "Rewindable": "tfrewind.lr",
     "build_model": "tfrewind.models.registry",
     "flops": "tfrewind.macs",

@@ -20,12 +20,13 @@ import tensorflow as tf
 import tf_keras as keras
 from tfrewind import snapshots
 from tfrewind.pruning import sparsity
+from tfrewind.errors import ConfigError
 
 
 def alphas(count: int) -> np.ndarray:
   """`count` evenly spaced points of [0, 1], both ends included."""
   if int(count) != count or count < 2:
-    raise ValueError(f"alphas needs at least 2 points (0 and 1), got {count!r}")
+    raise ConfigError(f"alphas needs at least 2 points (0 and 1), got {count!r}")
   return np.linspace(0.0, 1.0, int(count))
 
 
@@ -37,7 +38,7 @@ def barrier(accuracies: Sequence[float]) -> float:
   """
   a = np.asarray(accuracies, dtype=np.float64)
   if a.ndim != 1 or a.size < 2:
-    raise ValueError(f"barrier needs the accuracies of a path of at least 2 points, got {a!r}")
+    raise ConfigError(f"barrier needs the accuracies of a path of at least 2 points, got {a!r}")
   return float(100.0 * ((a[0] + a[-1]) / 2.0 - a.min()))
 
 
@@ -58,12 +59,12 @@ def interpolate(model_a, model_b, alpha: float, into, statistics: str = "interpo
   """
   alpha = float(alpha)
   if not 0.0 <= alpha <= 1.0:
-    raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    raise ConfigError(f"alpha must be in [0, 1], got {alpha!r}")
   if statistics not in ("interpolate", "keep"):
-    raise ValueError(f"statistics must be 'interpolate' or 'keep', got {statistics!r}")
+    raise ConfigError(f"statistics must be 'interpolate' or 'keep', got {statistics!r}")
   a, b = snapshots.snapshot(model_a), snapshots.snapshot(model_b)
   if a.weight_names != b.weight_names:
-    raise ValueError("model_a and model_b have different variables: interpolate two copies of "
+    raise ConfigError("model_a and model_b have different variables: interpolate two copies of "
                      "one network")
   skip = set() if statistics == "interpolate" else {v.name for v in _moving_statistics(into)}
   targets = {v.name: v for v in snapshots.restorable_weights(into)}
@@ -71,7 +72,7 @@ def interpolate(model_a, model_b, alpha: float, into, statistics: str = "interpo
     if name in skip:
       continue
     if name not in targets:
-      raise ValueError(f"{name!r} of model_a is not a variable of `into`")
+      raise ConfigError(f"{name!r} of model_a is not a variable of `into`")
     if alpha == 0.0:
       value = wa
     elif alpha == 1.0:

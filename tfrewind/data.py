@@ -289,7 +289,7 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
   """The training and evaluation pipelines of a dataset.
 
   Args:
-    name: "cifar10", "cifar100" or "synthetic".
+    name: "cifar10", "cifar100", "digits" (scikit-learn's, offline) or "synthetic".
     batch_size: per step (global, across replicas).
     seed: shuffling and augmentation seed.
     data_dir, download, synthetic_size: see `load`.

@@ -5,7 +5,12 @@ import re
 from typing import Optional
 
 
-class DataError(ValueError):
+class ConfigError(ValueError):
+  """A bad setting (a flag, an argument, a stored file's content): the command line prints it
+  as one line with exit status 2. Any other exception is a bug and keeps its traceback."""
+
+
+class DataError(ConfigError):
   """A dataset cannot be loaded; the message says where it looked and what to run."""
 
 
@@ -13,7 +18,7 @@ class RunFailed(RuntimeError):
   """Training diverged (NaN/Inf loss); the run folder holds failed.json."""
 
 
-class UsageError(ValueError):
+class UsageError(ConfigError):
   """Bad command-line input: printed as one line, exit status 2."""
 
 

@@ -28,6 +28,7 @@ from tfrewind import snapshots
 from tfrewind import store
 from tfrewind import training
 from tfrewind.pruning import schedules
+from tfrewind.pruning.spec import PruneSpec
 from tfrewind.training import Env, Phase  # noqa: F401  (Env: the Runner's argument, re-exported)
 
 
@@ -98,11 +99,10 @@ class Runner:
             cycle_steps=hp.cycle_steps, rewind_step=hp.to_steps("rewind_step"),
             finetune_lr=hp.finetune_lr, retrain_steps=hp.to_steps("retrain"),
             weights_from=hp.to_steps("weights_from"), lr_from=hp.to_steps("lr_from"),
-            warmup=hp.warmup, protocol=hp.protocol,
-            scope=hp.scope, structure=hp.structure, criterion=hp.criterion, seed=hp.seed,
-            count=hp.channel_count, classifier=hp.classifier, level=hp.level,
+            warmup=hp.warmup, protocol=hp.protocol, prune=PruneSpec.from_hparams(hp),
             reset_momentum=hp.reset_momentum, restore_optimizer=hp.restore_optimizer,
-            dense_trained=True, snapshot=snapshot, start_step=start, verbose=self.env.verbose)
+            dense_trained=True, snapshot=snapshot, start_step=start, first_round=round_,
+            verbose=self.env.verbose)
         training.train_phase(
             hp, self.owner.own(paths),
             Phase("prune", round_, start, start + plan.steps, initial=previous.final_ckpt,

@@ -19,7 +19,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from tfrewind import names
 from tfrewind import plan as plan_lib
 from tfrewind import protocols
+from tfrewind import registries
 from tfrewind.pruning import masks as masks_lib
+from tfrewind.errors import ConfigError
 
 DENSE_GROUPS = ("data", "model", "train")
 BRANCH_GROUPS = ("prune", "retrain")
@@ -69,23 +71,21 @@ class HParams:
   protocol: str = _f("text", "train", "; ".join(f"{p.name}: {p.help}"
                                                 for p in protocols.PROTOCOLS.values()))
   # pruning
-  schedule: str = _f("one_shot", "prune", "one_shot or iterative")
+  schedule: str = _f("one_shot", "prune", registries.help_text(registries.SCHEDULES))
   density: float = _f(0.2, "prune", "one_shot: fraction of prunable weights kept", above=0,
                        max=1)
   rate: float = _f(0.8, "prune", "iterative: fraction of the remaining weights kept per round",
                     above=0, below=1)
   rounds: int = _f(1, "prune", "iterative: rounds (densities rate**1 .. rate**rounds)", min=1)
   scope: str = _f("global", "prune", "global (one threshold) or layerwise")
-  structure: str = _f("unstructured", "prune", "unstructured; channel (whole output channels by "
-                      "mean |w|, one global threshold); structured_a or structured_b (Li et al. "
-                      "2017 L1 filter pruning as Renda et al. ran it, ResNet-56/110, one-shot)")
+  structure: str = _f("unstructured", "prune", registries.help_text(registries.STRUCTURES))
   channel_count: str = _f("weights", "prune", "channel: what a density counts, kernel weights "
                           "(the reproduction's axis) or channels")
   classifier: str = _f("fixed", "prune", "channel: the classifier keeps its units (fixed) or "
                        "loses input rows like channels (rows, the reproduction's rule)")
   level: int = _f(1, "prune", "structured_a/b: Li et al.'s ratios compound level times "
                   "(1-(1-r)^level of each listed conv's filters; the released trials: 1..5)", min=1)
-  criterion: str = _f("magnitude", "prune", "magnitude or random (control)")
+  criterion: str = _f("magnitude", "prune", registries.help_text(registries.CRITERIA))
   # retraining
   method: str = _f("lr_rewind", "retrain", "; ".join(
       f"{m.name}: {m.help}" for m in plan_lib.METHODS.values()))
@@ -128,8 +128,10 @@ class HParams:
 
   @property
   def by_level(self) -> bool:
-    """structured_a/b: pruned by --level (Li et al.'s ratios), not to a density."""
-    return self.structure in masks_lib.FILTER_STRUCTURES
+    """Pruned by --level (structured_a/b: Li et al.'s ratios), not to a density: the
+    structure's registry entry says so."""
+    entry = registries.STRUCTURES.get(self.structure)
+    return bool(entry and entry.by_level)
 
   @property
   def densities(self) -> Tuple[float, ...]:
@@ -161,7 +163,7 @@ class HParams:
       if f.metadata["group"] not in groups:
         continue
       value = getattr(self, f.name)
-      if f.metadata.get("steps") or f.name in STEP_FIELDS:
+      if f.name in STEP_FIELDS:
         value = None if value is None else (
             [parse_steps(v, self.steps_per_epoch(), f.name) for v in value]
             if isinstance(value, tuple) else parse_steps(value, self.steps_per_epoch(), f.name))
@@ -184,7 +186,7 @@ class HParams:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-      raise ValueError(f"hparams with unknown key(s) {unknown}: written by another version of "
+      raise ConfigError(f"hparams with unknown key(s) {unknown}: written by another version of "
                        f"tfrewind; use that version, or a new --root")
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
@@ -194,58 +196,59 @@ class HParams:
     for f in dataclasses.fields(self):
       problem = check_field(f.name, getattr(self, f.name))
       if problem:
-        raise ValueError(f"--{f.name}={_shown(getattr(self, f.name))}: {problem}")
+        raise ConfigError(f"--{f.name}={_shown(getattr(self, f.name))}: {problem}")
     if self.dataset not in names.DATASETS:
-      raise ValueError(f"unknown --dataset={self.dataset!r}: choose one of "
+      raise ConfigError(f"unknown --dataset={self.dataset!r}: choose one of "
                        f"{', '.join(names.DATASETS)}")
     if names.match_model(self.model) is None:
-      raise ValueError(f"unknown --model={self.model!r}: use {names.MODEL_HELP}")
+      raise ConfigError(f"unknown --model={self.model!r}: use {names.MODEL_HELP}")
     for name in ("batch_size", "synthetic_size"):
       if getattr(self, name) < 1:
-        raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
     if self.shortcut is not None and self.shortcut not in names.SHORTCUTS:
-      raise ValueError(f"unknown --shortcut={self.shortcut!r}: use {' or '.join(names.SHORTCUTS)}")
+      raise ConfigError(f"unknown --shortcut={self.shortcut!r}: use {' or '.join(names.SHORTCUTS)}")
     if not self.lr > 0 or not self.finetune_lr > 0 or math.isinf(self.lr):
-      raise ValueError(f"learning rates must be positive, got --lr={self.lr} "
+      raise ConfigError(f"learning rates must be positive, got --lr={self.lr} "
                        f"--finetune_lr={self.finetune_lr}")
     if not 0 <= self.momentum < 1:
-      raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+      raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
     if self.weight_decay is not None and self.weight_decay < 0:
-      raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+      raise ConfigError(f"--weight_decay must be >= 0, got {self.weight_decay}")
     protocols.get(self.protocol)
     self.steps_per_epoch()
     n = self.cycle_steps
     if n < 1:
-      raise ValueError(f"--train_steps must be positive, got {self.train_steps}")
+      raise ConfigError(f"--train_steps must be positive, got {self.train_steps}")
     if any(not 0 < b < n for b in self.boundaries):
-      raise ValueError(f"--lr_boundaries {list(self.lr_boundaries)} must lie inside the "
+      raise ConfigError(f"--lr_boundaries {list(self.lr_boundaries)} must lie inside the "
                        f"cycle (0, {n})")
-    if self.schedule not in ("one_shot", "iterative"):
-      raise ValueError(f"unknown --schedule={self.schedule!r}: use one_shot or iterative")
+    for name, table in (("schedule", registries.SCHEDULES), ("structure", registries.STRUCTURES),
+                        ("criterion", registries.CRITERIA)):
+      if getattr(self, name) not in table:
+        raise ConfigError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(table)}")
     masks_lib.check_density(self.density)
     if self.schedule == "iterative":
       if not 0 < self.rate < 1:
-        raise ValueError(f"--rate must be in (0, 1), got {self.rate}")
+        raise ConfigError(f"--rate must be in (0, 1), got {self.rate}")
       if self.rounds < 1:
-        raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
-    for name, allowed in (("scope", masks_lib.SCOPES), ("structure", masks_lib.STRUCTURES),
-                          ("criterion", masks_lib.CRITERIA), ("channel_count", masks_lib.COUNTS),
+        raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
+    for name, allowed in (("scope", masks_lib.SCOPES), ("channel_count", masks_lib.COUNTS),
                           ("classifier", masks_lib.CLASSIFIERS)):
       if getattr(self, name) not in allowed:
-        raise ValueError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
+        raise ConfigError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
     if self.by_level:
       nets = masks_lib.filter_networks(self.structure)
       if self.model not in nets:
-        raise ValueError(f"--structure={self.structure} (Li et al. 2017) is defined for "
+        raise ConfigError(f"--structure={self.structure} (Li et al. 2017) is defined for "
                          f"{' and '.join(nets)}, not --model={self.model}: use --structure=channel")
       if self.schedule != "one_shot":
-        raise ValueError(f"--structure={self.structure} prunes once, at --level: use "
+        raise ConfigError(f"--structure={self.structure} prunes once, at --level: use "
                          "--schedule=one_shot (the original's levels compound the ratios)")
       if self.level < 1:
-        raise ValueError(f"--level must be >= 1, got {self.level}")
+        raise ConfigError(f"--level must be >= 1, got {self.level}")
     k = self.to_steps("rewind_step")
     if not 0 <= k < n:
-      raise ValueError(f"--rewind_step={self.rewind_step} ({k} iterations) is not inside the "
+      raise ConfigError(f"--rewind_step={self.rewind_step} ({k} iterations) is not inside the "
                        f"dense cycle of {n} iterations: rewind to a step before the end")
     self.plan()  # unknown method, bad budget or custom steps
     return self
@@ -327,14 +330,14 @@ def parse_steps(value, steps_per_epoch: Optional[int], name: str = "steps") -> i
     return value
   match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*", str(value))
   if not match:
-    raise ValueError(f"--{name}={value!r} is not a step count: write e.g. 8000it or 4ep")
+    raise ConfigError(f"--{name}={value!r} is not a step count: write e.g. 8000it or 4ep")
   number, unit = float(match.group(1)), match.group(2) or "it"
   if unit == "ep":
     if steps_per_epoch is None:
-      raise ValueError(f"--{name}={value!r} counts epochs, but epoch_steps is itself in epochs")
+      raise ConfigError(f"--{name}={value!r} counts epochs, but epoch_steps is itself in epochs")
     number *= steps_per_epoch
   if number != int(number):
-    raise ValueError(f"--{name}={value!r} is not a whole number of iterations")
+    raise ConfigError(f"--{name}={value!r} is not a whole number of iterations")
   return int(number)
 
 
@@ -349,12 +352,18 @@ def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
   if round_ == 0:
     return dense
   branch = hp.canonical(BRANCH_GROUPS)
-  unused = ("rate", "rounds") if hp.schedule == "one_shot" else ("density", "rounds")
+  # The prune settings that the schedule and the structure read (tfrewind.registries); a
+  # round's identity has its number, so --rounds (how many there are) never enters.
+  prune_reads = ({"schedule", "scope", "structure", "criterion"}
+                 | set(registries.schedule(hp.schedule).reads)
+                 | set(registries.structure(hp.structure).reads))
   if hp.by_level:
-    unused += ("density", "channel_count", "classifier")
-  else:
-    unused += ("level",) + (() if hp.structure == "channel" else ("channel_count", "classifier"))
+    prune_reads.discard("density")
+  unused = tuple(f.name for f in dataclasses.fields(hp)
+                 if f.metadata["group"] == "prune" and f.name not in prune_reads)
   reads = set(plan_lib.METHODS[hp.method].reads) | {"method", "reset_momentum", "data_order"}
+  if hp.reset_momentum:  # a fresh optimizer state at the prune: nothing of step K's is kept
+    reads.discard("restore_optimizer")
   unused += tuple(f.name for f in dataclasses.fields(hp)
                   if f.metadata["group"] == "retrain" and f.name not in reads)
   for name in unused:
@@ -386,5 +395,5 @@ def expand_densities(spec: str) -> List[float]:
       try:
         out.append(float(part))
       except ValueError:
-        raise ValueError(f"--densities: {part!r} is neither a number nor RATE^A..B") from None
+        raise ConfigError(f"--densities: {part!r} is neither a number nor RATE^A..B") from None
   return out

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_keras as keras
+from tfrewind.errors import ConfigError
 
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -36,7 +37,7 @@ class StepDecay(LearningRateSchedule):
   def __init__(self, initial: float, boundaries: Sequence[int], factor: float,
                old_at_boundary: bool = False):
     if sorted(boundaries) != list(boundaries):
-      raise ValueError(f"boundaries must be increasing, got {list(boundaries)}")
+      raise ConfigError(f"boundaries must be increasing, got {list(boundaries)}")
     self.initial = float(initial)
     self.boundaries = [int(b) for b in boundaries]
     self.factor = float(factor)
@@ -97,7 +98,7 @@ def as_schedule(lr: Union[float, LearningRateSchedule, Callable[[int], float]],
     return StepDecay(float(lr), [], 1.0)
   if callable(lr):
     return Tabulated.from_function(lr, steps)
-  raise ValueError(f"lr must be a float, a LearningRateSchedule or a step -> lr function, "
+  raise ConfigError(f"lr must be a float, a LearningRateSchedule or a step -> lr function, "
                    f"got {lr!r}")
 
 
@@ -166,9 +167,9 @@ class Rewindable(LearningRateSchedule):
   def restart(self, shape: str, at: int, steps: int, warmup: int, cycle: int) -> None:
     """From step `at` on, the retraining shape `shape` ("slr", "clr", "llr") over `steps`."""
     if shape not in _SHAPES:
-      raise ValueError(f"unknown LR shape {shape!r}: use one of {', '.join(_SHAPES)}")
+      raise ConfigError(f"unknown LR shape {shape!r}: use one of {', '.join(_SHAPES)}")
     if not 0 <= warmup < steps:
-      raise ValueError(f"warm-up {warmup} must be shorter than the round ({steps} steps)")
+      raise ConfigError(f"warm-up {warmup} must be shorter than the round ({steps} steps)")
     self.round.assign([int(at), int(steps), int(warmup), int(cycle)])
     self.range.assign([float(np.float32(self.base(0))), float(np.float32(self.base(cycle - 1)))])
     self.constant.assign(-1.0)

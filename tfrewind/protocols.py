@@ -16,6 +16,8 @@ lists what is not modelled.
 import dataclasses
 from typing import Dict
 
+from tfrewind.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
@@ -62,5 +64,5 @@ PROTOCOLS: Dict[str, Protocol] = {
 
 def get(name: str) -> Protocol:
   if name not in PROTOCOLS:
-    raise ValueError(f"unknown --protocol={name!r}: use one of {', '.join(PROTOCOLS)}")
+    raise ConfigError(f"unknown --protocol={name!r}: use one of {', '.join(PROTOCOLS)}")
   return PROTOCOLS[name]

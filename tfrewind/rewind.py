@@ -10,7 +10,6 @@ monotonic run, and the LR schedule is told which step to replay instead
 
 from typing import List, Optional, Union
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -20,7 +19,9 @@ from tfrewind import plan as plan_lib
 from tfrewind import snapshots
 from tfrewind.pruning import schedules as schedules_lib
 from tfrewind.pruning import sparsity
+from tfrewind.pruning.spec import PruneSpec
 from tfrewind.snapshots import Snapshot
+from tfrewind.errors import ConfigError
 
 
 class _StepCallback(keras.callbacks.Callback):
@@ -76,9 +77,9 @@ class RewindCallback(_StepCallback):
   step must be a multiple of it.
 
   Args:
-    method: a name of tfrewind.plan.METHODS: "finetune", "weight_rewind",
-      "lr_rewind", "reinit", "custom", or the retraining schedules "slr",
-      "clr", "llr".
+    method: a name of tfrewind.plan.METHODS (finetune, weight_rewind, lr_rewind,
+      weight_rewind_low_lr, reinit, custom, and the schedules slr, clr, llr; `tfrewind run
+      --help` lists them with their help).
     schedule: OneShot or Iterative: the density of each round.
     cycle_steps: N, the length of the dense training (and of LR rewinding).
     lr: the LR schedule (a LearningRateSchedule, a float or a `step -> lr`
@@ -88,10 +89,10 @@ class RewindCallback(_StepCallback):
     retrain_steps, weights_from, lr_from: the general form (method="custom"),
       or a budget for finetune / lr_rewind / slr / clr / llr.
     warmup: slr and clr: the warm-up, a fraction of the round.
-    protocol: "text", or "mikler_code" (weight rewinding replays the LR from step 0:
-      tfrewind.protocols).
+    protocol: a name of tfrewind.protocols.PROTOCOLS: "text" (the papers' texts),
+      "mikler_code" or "renda_code" (what each study's code did).
     scope, structure, criterion, seed, count, classifier, level: passed to
-      `tfrewind.prune`.
+      `tfrewind.prune`; or, instead of them, `prune`: a tfrewind.PruneSpec.
     reset_momentum: zero the optimizer state at every prune (Mikler).
     restore_optimizer: weight rewinding also restores the optimizer slots of
       step K (Renda).
@@ -104,6 +105,9 @@ class RewindCallback(_StepCallback):
       the step at the first train begin when dense_trained).
     split_fit: the schedule is trained over several fit() calls, so one
       fit() shorter than the schedule is not an error.
+    first_round: the number of this callback's first round in the whole schedule (the
+      command line runs round r of an iterative schedule as a one-round callback with
+      first_round=r), so that reinit draws the same weights either way.
   """
 
   def __init__(self, method: str, schedule: schedules_lib.RoundSchedule, cycle_steps: int,
@@ -116,10 +120,11 @@ class RewindCallback(_StepCallback):
                reset_momentum: bool = False, restore_optimizer: bool = True,
                dense_trained: bool = False, snapshot: Union[None, str, Snapshot] = None,
                snapshot_path: Optional[str] = None, start_step: Optional[int] = None,
-               split_fit: bool = False, verbose: int = 1):
+               split_fit: bool = False, first_round: int = 1, verbose: int = 1,
+               prune: Optional[PruneSpec] = None):
     super().__init__()
     if not isinstance(schedule, schedules_lib.RoundSchedule):
-      raise ValueError(f"schedule must be tfrewind.OneShot or tfrewind.Iterative, got {schedule!r}")
+      raise ConfigError(f"schedule must be tfrewind.OneShot or tfrewind.Iterative, got {schedule!r}")
     self.method = method
     self.schedule = schedule
     self.cycle_steps = plan_lib.positive_int("cycle_steps", cycle_steps)
@@ -127,16 +132,12 @@ class RewindCallback(_StepCallback):
                                       weights_from, lr_from, warmup, protocol)
     self.finetune_lr = float(finetune_lr)
     if not self.finetune_lr > 0:
-      raise ValueError(f"finetune_lr must be positive, got {finetune_lr!r}")
-    self.prune_kwargs = dict(scope=scope, structure=structure, criterion=criterion, seed=seed,
-                             count=count, classifier=classifier, level=level)
-    # Fail now, not after hours of dense training, on a bad scope/structure.
-    from tfrewind.pruning import masks as masks_lib  # pylint: disable=g-import-not-at-top
-    if structure not in masks_lib.FILTER_STRUCTURES:
-      masks_lib.compute_masks([np.ones((1, 2), np.float32)], 1.0, scope=scope,
-                              structure=structure, criterion=criterion, seed=seed, count=count)
-    if classifier not in masks_lib.CLASSIFIERS:
-      raise ValueError(f"classifier must be one of {masks_lib.CLASSIFIERS}, got {classifier!r}")
+      raise ConfigError(f"finetune_lr must be positive, got {finetune_lr!r}")
+    # One value for how to prune, validated once (not after hours of dense training).
+    self.prune = prune if prune is not None else PruneSpec(
+        scope=scope, structure=structure, criterion=criterion, seed=seed, count=count,
+        classifier=classifier, level=level)
+    self.prune_kwargs = self.prune.kwargs()
     self.reset_momentum = bool(reset_momentum)
     self.restore_optimizer = bool(restore_optimizer)
     self.dense_trained = bool(dense_trained)
@@ -145,6 +146,7 @@ class RewindCallback(_StepCallback):
     self.start_step = start_step if start_step is not None else (
         None if dense_trained else self.cycle_steps)
     self.split_fit = bool(split_fit)
+    self.first_round = int(first_round)
     self.verbose = verbose
     self._lr_arg = lr
     self.lr_schedule: Optional[lr_lib.Rewindable] = None
@@ -152,7 +154,7 @@ class RewindCallback(_StepCallback):
     self._supports_tf_logs = True
     if (self._snapshot is not None and self.plan.weights_from is not None
         and self._snapshot.step != self.plan.weights_from):
-      raise ValueError(f"the snapshot is of step {self._snapshot.step}, but weights are "
+      raise ConfigError(f"the snapshot is of step {self._snapshot.step}, but weights are "
                        f"rewound to step {self.plan.weights_from}")
 
   # -- the plan, in absolute optimizer steps
@@ -186,9 +188,9 @@ class RewindCallback(_StepCallback):
   def on_train_begin(self, logs=None):
     model = self.model
     if model.optimizer is None:
-      raise ValueError("RewindCallback needs a compiled model")
+      raise ConfigError("RewindCallback needs a compiled model")
     if not sparsity.wrappers(model):
-      raise ValueError("RewindCallback needs a prunable model: call tfrewind.prunable(model) "
+      raise ConfigError("RewindCallback needs a prunable model: call tfrewind.prunable(model) "
                        "before compiling")
     if sparsity.silences_channels(self.prune_kwargs["structure"]):
       sparsity.require_channel_norms(model)
@@ -201,7 +203,7 @@ class RewindCallback(_StepCallback):
         model, "_steps_per_execution", None) is not None else 1
     events = self.prune_steps + ([self.snapshot_step] if self.snapshot_step is not None else [])
     if spe > 1 and any(e % spe for e in events):
-      raise ValueError(f"prune/rewind steps {sorted(events)} must be multiples of "
+      raise ConfigError(f"prune/rewind steps {sorted(events)} must be multiples of "
                        f"steps_per_execution={spe}")
     r = self.round_at(step)
     if r > 0 and step not in self.prune_steps:
@@ -214,7 +216,7 @@ class RewindCallback(_StepCallback):
         if self.snapshot_path and tf.io.gfile.exists(self.snapshot_path):
           self._snapshot = Snapshot.load(self.snapshot_path)
         else:
-          raise ValueError(f"weight rewinding to step {self.plan.weights_from} needs the "
+          raise ConfigError(f"weight rewinding to step {self.plan.weights_from} needs the "
                            f"snapshot of that step: pass snapshot= (or snapshot_path= of a "
                            f"saved one)")
     if step >= self.end_step:
@@ -263,7 +265,7 @@ class RewindCallback(_StepCallback):
     available = steps * epochs
     needed = self.total_steps
     if available < needed and step <= (0 if not self.dense_trained else self.start_step):
-      raise ValueError(
+      raise ConfigError(
           f"the fit is {epochs} epochs x {steps} steps = {available} steps, but this schedule "
           f"needs {needed} ({'' if self.dense_trained else f'{self.cycle_steps} dense + '}"
           f"{self.schedule.rounds} rounds x {self.plan.steps}): raise epochs to "
@@ -291,7 +293,8 @@ class RewindCallback(_StepCallback):
     if self.plan.weights_from is not None:
       snapshots.rewind_weights(self.model, self._snapshot, optimizer=self.restore_optimizer)
     if self.plan.reinit:
-      snapshots.reinitialize(self.model, seed=self.prune_kwargs["seed"] * 1000 + r)
+      snapshots.reinitialize(self.model,
+                             seed=self.prune_kwargs["seed"] * 1000 + self.first_round + r - 1)
     if self.reset_momentum or self.plan.reinit:
       snapshots.reset_optimizer_state(self.model)
     self._set_lr(step)

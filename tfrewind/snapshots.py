@@ -19,6 +19,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tfrewind import store
 from tfrewind.pruning import sparsity
+from tfrewind.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Snapshot:
     with tf.io.gfile.GFile(path, "rb") as f:
       data = np.load(io.BytesIO(f.read()), allow_pickle=False)
       if "weight_names" not in data.files:
-        raise ValueError(f"{path} has no variable names (an older tfrewind wrote it): delete "
+        raise ConfigError(f"{path} has no variable names (an older tfrewind wrote it): delete "
                          f"it, and the runner makes it again")
       w_names = tuple(str(n) for n in data["weight_names"])
       o_names = tuple(str(n) for n in data["optimizer_names"])
@@ -81,7 +82,7 @@ def _named(what: str, variables: Sequence[tf.Variable]) -> Dict[str, tf.Variable
   out = {}
   for v in variables:
     if v.name in out:
-      raise ValueError(f"two {what} variables are named {v.name!r}: give the layers unique "
+      raise ConfigError(f"two {what} variables are named {v.name!r}: give the layers unique "
                        f"names to snapshot this model")
     out[v.name] = v
   return out
@@ -110,13 +111,13 @@ def _restore(what: str, variables: Sequence[tf.Variable], names: Sequence[str],
   missing = sorted(set(targets) - set(names))
   extra = sorted(set(names) - set(targets))
   if missing or extra:
-    raise ValueError(f"snapshot {what} variables do not match the model: the model has "
+    raise ConfigError(f"snapshot {what} variables do not match the model: the model has "
                      f"{missing[:3]}{' ...' if len(missing) > 3 else ''} not in the snapshot, "
                      f"the snapshot has {extra[:3]}{' ...' if len(extra) > 3 else ''} not in "
                      f"the model; was it taken from another network?")
   for name, a in zip(names, arrays):
     if tuple(targets[name].shape) != tuple(a.shape):
-      raise ValueError(f"snapshot {what} variable {name!r} has shape {tuple(a.shape)}, the "
+      raise ConfigError(f"snapshot {what} variable {name!r} has shape {tuple(a.shape)}, the "
                        f"model's {tuple(targets[name].shape)}; was it taken from another "
                        f"network?")
   for name, a in zip(names, arrays):

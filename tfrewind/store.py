@@ -23,6 +23,8 @@ from typing import Any, Iterator, Optional
 from absl import logging
 
 from tfrewind import hparams as hp_lib
+from tfrewind import registries
+from tfrewind.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +96,9 @@ def dense_paths(root: str, hp: hp_lib.HParams) -> RunPaths:
 
 def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
   key = hp_lib.run_key(hp, round_)
-  density = hp.density if hp.schedule == "one_shot" else hp.rate ** round_
-  sched = "os" if hp.schedule == "one_shot" else f"it{round_}"
+  density = hp.densities[round_ - 1]
+  schedule = registries.schedule(hp.schedule)
+  sched = f"{schedule.tag}{round_}" if schedule.numbered else schedule.tag
   # structured_a/b prune by level, not by a density
   point = f"{hp.structure}_l{hp.level}" if hp.by_level else f"d{_fmt(density)}"
   name = f"prune_{hp.model}_{hp.dataset}_{hp.method}_{sched}_{point}_s{hp.seed}_{key}"
@@ -122,20 +125,14 @@ def finished_run(run_dir: str) -> RunPaths:
 def check_root(root: str) -> None:
   """Creates the root, or raises ValueError saying why it cannot be used."""
   if os.path.exists(root) and not os.path.isdir(root):
-    raise ValueError(f"--root={root} is a file, not a folder: choose another --root")
+    raise ConfigError(f"--root={root} is a file, not a folder: choose another --root")
   try:
     os.makedirs(root, exist_ok=True)
   except OSError as e:
-    raise ValueError(f"cannot create --root={root}: {e.strerror}") from None
+    raise ConfigError(f"cannot create --root={root}: {e.strerror}") from None
   if not os.access(root, os.W_OK):
-    raise ValueError(f"--root={root} is not writable: choose another --root or fix its "
+    raise ConfigError(f"--root={root} is not writable: choose another --root or fix its "
                      f"permissions")
-
-
-def inside(root: str, path: str) -> bool:
-  """True if `path` lies inside `root` (run names never escape it)."""
-  root = os.path.realpath(root)
-  return os.path.commonpath([root, os.path.realpath(path)]) == root
 
 
 def atomic_write(path: str, content: bytes) -> None:
@@ -177,18 +174,6 @@ def append_line(path: str, obj) -> None:
     f.write(json.dumps(obj, sort_keys=True) + "\n")
     f.flush()
     os.fsync(f.fileno())
-
-
-def read_lines(path: str):
-  out = []
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          out.append(json.loads(line))
-        except ValueError:
-          pass  # a line torn by a kill
-  return out
 
 
 @contextlib.contextmanager

@@ -14,7 +14,9 @@ from typing import List, Optional, Sequence
 from tfrewind import hparams as hp_lib
 from tfrewind import names
 from tfrewind import plan
+from tfrewind import registries
 from tfrewind.pruning import masks
+from tfrewind.errors import ConfigError
 
 
 def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float],
@@ -88,19 +90,20 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
           input_shape=names.DATASETS[dataset].image_shape,
           **dict(overrides)), structure="channel" if channels else "unstructured")
     except ValueError as e:
-      raise ValueError(f"--model={model}: {e}") from None
+      raise ConfigError(f"--model={model}: {e}") from None
     try:
       for (scope, structure, criterion, count, classifier), point in points.items():
-        density, level = (1.0, -point) if structure in masks.FILTER_STRUCTURES else (point, 1)
+        by_level = registries.structure(structure).by_level
+        density, level = (1.0, -point) if by_level else (point, 1)
         try:
           sparsity.new_masks(net, density, scope=scope, structure=structure,
                              criterion=criterion, count=count, classifier=classifier,
                              level=level)
         except masks.NothingKept as e:
-          raise ValueError(f"density {density:.3g} keeps no weight of {model} with "
+          raise ConfigError(f"density {density:.3g} keeps no weight of {model} with "
                            f"--scope={scope} --structure={structure} ({e})") from None
         except ValueError as e:
-          raise ValueError(f"--model={model} --scope={scope} --structure={structure}: "
+          raise ConfigError(f"--model={model} --scope={scope} --structure={structure}: "
                            f"{e}") from None
     finally:
       keras.backend.clear_session()

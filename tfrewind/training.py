@@ -10,7 +10,6 @@ cause is fixed, resumes from its last finite state.
 
 import contextlib
 import dataclasses
-import gzip
 import logging as py_logging
 import math
 import os
@@ -18,26 +17,27 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_callbacks
 
 import tf_keras as keras
+from tfrewind import callbacks as callbacks_lib
+from tfrewind import checkpoints
 from tfrewind import data as data_lib
 from tfrewind import hparams as hp_lib
 from tfrewind import lr as lr_lib
-from tfrewind import macs as flops_lib
+from tfrewind import measure as measure_lib
 from tfrewind import names
 from tfrewind import protocols
+from tfrewind import registries
 from tfrewind import rewind
 from tfrewind import stopping
 from tfrewind import store
-from tfrewind.errors import RunFailed, disk_full, is_disk_full
+from tfrewind.errors import ConfigError, RunFailed, disk_full, is_disk_full
 from tfrewind.models import registry
-from tfrewind.pruning import slim as slim_lib
 from tfrewind.pruning import sparsity
 
 
@@ -70,90 +70,6 @@ class Phase:
 
 # DataFn(round, first step of the phase's stream) -> Bundle: the Runner caches decoded arrays.
 DataFn = Callable[[hp_lib.HParams, int, int], data_lib.Bundle]
-
-
-class StopOnSignal(keras.callbacks.Callback):
-  """Ends fit() after the step in progress once SIGTERM/SIGINT asked to stop
-  (tfrewind.stopping); Keras then ends the epoch, and EpochBackup checkpoints that step."""
-
-  def on_train_batch_end(self, batch, logs=None):
-    if stopping.requested() is not None:
-      self.model.stop_training = True
-
-
-class StopAtStep(keras.callbacks.Callback):
-  """Ends fit() when optimizer.iterations reaches `step` (a phase's last step)."""
-
-  def __init__(self, step):
-    super().__init__()
-    self.step = step
-
-  def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.optimizer.iterations.numpy()) >= self.step:
-      self.model.stop_training = True
-
-
-def all_finite(model) -> bool:
-  return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.weights
-                             if v.dtype.is_floating]).numpy())
-
-
-class EpochBackup(keras.callbacks.Callback):
-  """Checkpoints model and optimizer at every epoch end (keeps the last two), if finite.
-
-  Our own rather than keras' BackupAndRestore because the runner must know the
-  resumed step before fit() starts, to position the input pipeline there.
-  tf_keras calls on_epoch_end after TerminateOnNaN has stopped training, so a
-  non-finite state would reach the checkpoint: it is skipped instead.
-  """
-
-  def __init__(self, manager):
-    super().__init__()
-    self.manager = manager
-
-  def on_epoch_end(self, epoch, logs=None):
-    loss = (logs or {}).get("loss")
-    if (loss is not None and not np.isfinite(loss)) or not all_finite(self.model):
-      logging.warning("epoch %d ended with a non-finite loss or weights: not checkpointed", epoch)
-      return
-    self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
-
-
-class Ledger(keras.callbacks.Callback):
-  """Appends one line per fit() session to trained.jsonl: which steps this process trained."""
-
-  def __init__(self, path, phase):
-    super().__init__()
-    self.path, self.phase = path, phase
-
-  def on_train_begin(self, logs=None):
-    self._start = int(self.model.optimizer.iterations.numpy())
-    self._t0 = time.time()
-
-  def on_train_end(self, logs=None):
-    end = int(self.model.optimizer.iterations.numpy())
-    store.append_line(self.path, {"phase": self.phase, "start": self._start, "end": end,
-                                  "steps": end - self._start, "pid": os.getpid(),
-                                  "seconds": round(time.time() - self._t0, 3)})
-
-
-def write_hparams_summary(log_dir: str, hp: hp_lib.HParams, kind: str, round_: int) -> None:
-  """Records the run in TensorBoard's HParams plugin so methods and densities compare."""
-  from tensorboard.plugins.hparams import api as hp_api  # pylint: disable=g-import-not-at-top
-  values = {"kind": kind, "model": hp.model, "dataset": hp.dataset, "seed": hp.seed}
-  if kind == "prune":
-    values.update(method=hp.method, schedule=hp.schedule, round=round_,
-                  density=hp.densities[min(round_, len(hp.densities)) - 1],
-                  structure=hp.structure)
-  with tf.summary.create_file_writer(os.path.join(log_dir, "hparams")).as_default():
-    hp_api.hparams(values)
-
-
-def write_final_scalars(log_dir: str, result: Dict) -> None:
-  with tf.summary.create_file_writer(os.path.join(log_dir, "hparams")).as_default():
-    for key in ("test_accuracy", "val_accuracy", "density"):
-      if result.get(key) is not None:
-        tf.summary.scalar(key, result[key], step=result["steps"])
 
 
 def lr_schedule(hp: hp_lib.HParams) -> lr_lib.StepDecay:
@@ -219,33 +135,34 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
         "density_target": (None if hp.by_level else hp.densities[phase.round - 1])
                           if phase.kind == "prune" else 1.0,
         "dense_run": dense_run, "steps": phase.end - phase.start,
-        "epoch_steps": hp.steps_per_epoch()})
+        "epoch_steps": hp.steps_per_epoch(),
+        # The user modules (--import) whose methods, criteria or structures this run may use.
+        "imports": list(registries.IMPORTED)})
   logging.info("%s run %s", phase.kind, paths.dir)
   model = _fresh_model(hp, phase.round, env)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   manager = tf.train.CheckpointManager(checkpoint, paths.backup, max_to_keep=2)
-  if restore_final(checkpoint, paths, model, phase.end):
+  if checkpoints.restore_final(checkpoint, paths, model, phase.end):
     # Trained, but its result was lost (a kill between the two writes, or a corrupt file).
     finish(hp, paths, model, checkpoint, data(hp, phase.round, 0), phase.kind, t0)
     return
-  if not restore_backup(checkpoint, manager) and phase.initial is not None:
+  if not checkpoints.restore_backup(checkpoint, manager) and phase.initial is not None:
     try:
-      checkpoint.read(phase.initial).assert_existing_objects_matched().expect_partial()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
-      raise RuntimeError(f"cannot read {phase.initial} ({type(e).__name__}): delete the "
-                         f"result.json beside it to retrain that run") from None
+      checkpoints.read(checkpoint, phase.initial)
+    except checkpoints.CheckpointError as e:
+      raise RuntimeError(f"{e}: delete the result.json beside it to retrain that run") from None
   step = int(model.optimizer.iterations.numpy())
   if step < phase.start and (phase.kind != "dense" or step != 0):
     raise RuntimeError(f"{paths.dir}: starts at step {step}, expected {phase.start}")
   bundle = data(hp, phase.round, step - phase.start)
   steps_per_epoch = hp.steps_per_epoch(bundle.steps_per_epoch)
-  write_hparams_summary(paths.tensorboard, hp, phase.kind, phase.round)
-  callbacks = [*phase.callbacks, StopAtStep(phase.end), StopOnSignal(),
-               keras.callbacks.TerminateOnNaN(), EpochBackup(manager),
-               Ledger(paths.ledger, phase.kind),
+  callbacks_lib.write_hparams_summary(paths.tensorboard, hp, phase.kind, phase.round)
+  callbacks = [*phase.callbacks, callbacks_lib.StopAtStep(phase.end), callbacks_lib.StopOnSignal(),
+               keras.callbacks.TerminateOnNaN(), callbacks_lib.EpochBackup(manager),
+               callbacks_lib.Ledger(paths.ledger, phase.kind),
                keras.callbacks.CSVLogger(paths.metrics, append=True),
-               pruning_callbacks.PruningSummaries(paths.tensorboard, update_freq="epoch",
-                                                 profile_batch=0)]
+               callbacks_lib.MaskSummaries(paths.tensorboard, update_freq="epoch",
+                                           profile_batch=0)]
   # Keras' bars only on a terminal: in a Slurm log they are thousands of lines.
   bars = int(env.verbose >= 1 and sys.stdout.isatty())
   if bars or env.verbose >= 2:
@@ -274,13 +191,13 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
                                                  stopping.requested() is None):
     store.write_json(paths.failed, {"reason": "loss became NaN or Inf", "step": reached,
                                     "phase": phase.kind,
-                                    "resume_from": _newest_step(manager)})
+                                    "resume_from": checkpoints.newest_step(manager)})
     raise RunFailed(f"{paths.dir}: loss became NaN or Inf near step {reached}; see "
                     f"{paths.failed} (a rerun resumes from the last finite checkpoint)")
   if reached < phase.end:
-    if _newest_step(manager) != reached:  # the epoch end did not save it (non-finite)
+    if checkpoints.newest_step(manager) != reached:  # the epoch end did not save it (non-finite)
       logging.warning("stopped at step %d without a checkpoint of it: a rerun resumes from "
-                      "step %s", reached, _newest_step(manager))
+                      "step %s", reached, checkpoints.newest_step(manager))
     raise stopping.stopped(reached, phase.end, paths.dir)
   finish(hp, paths, model, checkpoint, bundle, phase.kind, t0)
 
@@ -304,10 +221,6 @@ def _iterations(model) -> int:
   return int(model.optimizer.iterations.numpy())
 
 
-def _newest_step(manager) -> Optional[int]:
-  return int(manager.latest_checkpoint.rsplit("-", 1)[1]) if manager.latest_checkpoint else None
-
-
 def replay_dense(hp: hp_lib.HParams, paths: store.RunPaths, steps: Sequence[int], env: Env,
                  data: DataFn) -> None:
   """Retrains the dense trunk from its initialisation to max(steps), saving a snapshot at each.
@@ -323,7 +236,7 @@ def replay_dense(hp: hp_lib.HParams, paths: store.RunPaths, steps: Sequence[int]
   bundle = data(hp, 0, 0)
   steps_per_epoch = hp.steps_per_epoch(bundle.steps_per_epoch)
   callbacks = [rewind.SnapshotCallback(k, paths.snapshot(k)) for k in steps]
-  callbacks += [StopAtStep(stop), Ledger(paths.ledger, "replay")]
+  callbacks += [callbacks_lib.StopAtStep(stop), callbacks_lib.Ledger(paths.ledger, "replay")]
   model.fit(bundle.train, epochs=math.ceil(stop / steps_per_epoch),
             steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
 
@@ -335,102 +248,24 @@ def load_final(hp: hp_lib.HParams, paths: store.RunPaths, env: Optional[Env] = N
   model = build(hp, env.strategy, env.jit_compile, env.steps_per_execution)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   try:
-    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched().expect_partial()
-  except (tf.errors.OpError, ValueError, AssertionError) as e:
-    raise ValueError(f"cannot read {paths.final_ckpt} ({type(e).__name__}): delete "
-                     f"{paths.result} and rerun tfrewind run to redo this run") from None
+    checkpoints.read(checkpoint, paths.final_ckpt)
+  except checkpoints.CheckpointError as e:
+    raise ConfigError(f"{e}: delete {paths.result} and rerun tfrewind run to redo this "
+                     f"run") from None
   return model
-
-
-def restore_final(checkpoint, paths, model, end) -> bool:
-  if not tf.io.gfile.exists(paths.final_ckpt + ".index"):
-    return False
-  try:
-    checkpoint.read(paths.final_ckpt).assert_existing_objects_matched().expect_partial()
-  except (tf.errors.OpError, ValueError, AssertionError) as e:
-    logging.warning("final checkpoint %s is unreadable (%s): retraining", paths.final_ckpt,
-                    type(e).__name__)
-    return False
-  return int(model.optimizer.iterations.numpy()) == end
-
-
-def restore_backup(checkpoint, manager) -> bool:
-  """Restores the newest readable epoch checkpoint; warns about and skips corrupt ones."""
-  for path in reversed(manager.checkpoints):
-    try:
-      # expect_partial: the manager's save_counter is in the file, not in our objects
-      checkpoint.read(path).assert_existing_objects_matched().expect_partial()
-      return True
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
-      logging.warning("checkpoint %s is unreadable (%s): resuming from an earlier state",
-                      path, type(e).__name__)
-  return False
-
-
-def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle, pruned: bool = True) -> Dict:
-  """What result.json records of a trained model (less the wall time); the parameters left
-  after removing channels only for a pruned one (a dense run serves every structure)."""
-  evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
-  density = float(sparsity.density(model))
-  result = {"test_accuracy": float(evaluation["accuracy"]),
-            "test_loss": float(evaluation["loss"]), "density": density,
-            "layer_densities": sparsity.layer_densities(model),
-            "steps": int(model.optimizer.iterations.numpy())}
-  macs = flops_lib.flops(model)
-  stripped = sparsity.strip(model)
-  result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
-                flops_speedup=macs["speedup"], compression=1.0 / density if density else None,
-                **saved_size(stripped))
-  if pruned and sparsity.silences_channels(hp.structure):
-    result["parameters"] = int(stripped.count_params())
-    result["slim_parameters"] = int(slim_lib.slim(model, stripped).count_params())
-  if bundle.validation is not None:
-    result["val_accuracy"] = float(model.evaluate(bundle.validation, verbose=0,
-                                                  return_dict=True)["accuracy"])
-  return result
-
-
-def epoch_evaluations(hp: hp_lib.HParams, paths: store.RunPaths) -> Dict:
-  """Every epoch-end evaluation of the run (metrics.csv, the last line of a resumed epoch
-  kept), and the best on the test set: the reproduction's reported ACC is that maximum."""
-  if not os.path.exists(paths.metrics):
-    return {}
-  import pandas as pd  # pylint: disable=g-import-not-at-top
-  metrics = pd.read_csv(paths.metrics)
-  if "val_accuracy" not in metrics:
-    return {}
-  evals = metrics.drop_duplicates("epoch", keep="last").sort_values("epoch")["val_accuracy"]
-  values = [float(v) for v in evals]
-  out = {"epoch_eval_accuracy": values, "eval_set": "validation" if hp.validation else "test"}
-  if not hp.validation and values:
-    out["best_test_accuracy"] = max(values)
-  return out
 
 
 def finish(hp, paths, model, checkpoint, bundle, kind, t0) -> None:
   """Writes the final checkpoint, then result.json (the run is finished from there on)."""
-  result = measure(hp, model, bundle, pruned=kind == "prune")
-  result.update(wall_time_s=round(time.time() - t0, 3), kind=kind, **epoch_evaluations(hp, paths))
+  result = measure_lib.measure(hp, model, bundle, pruned=kind == "prune")
+  result.update(wall_time_s=round(time.time() - t0, 3), kind=kind, **measure_lib.epoch_evaluations(hp, paths))
   tmp = tempfile.mkdtemp(prefix="final.tmp-", dir=paths.dir)
   checkpoint.write(os.path.join(tmp, "ckpt"))
   store.replace_dir(tmp, paths.final)
-  write_final_scalars(paths.tensorboard, result)
+  callbacks_lib.write_final_scalars(paths.tensorboard, result)
   store.write_json(paths.result, result)  # last: the run is finished from here on
   if os.path.exists(paths.failed):  # a success replaces the failure record
     os.replace(paths.failed, paths.failed + ".resolved")
   store.append_line(paths.ledger, {"phase": "finished", "pid": os.getpid(),
                                    "steps": 0, "start": result["steps"], "end": result["steps"]})
   shutil.rmtree(paths.backup, ignore_errors=True)
-
-
-def saved_size(stripped) -> Dict[str, int]:
-  """Bytes of a stripped model's saved weights (stripped_bytes), raw and gzipped.
-
-  Pruned weights are zeros, so gzip shows what the sparsity is worth on disk.
-  """
-  with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "weights.h5")
-    stripped.save_weights(path)
-    with open(path, "rb") as f:
-      raw = f.read()
-  return {"stripped_bytes": len(raw), "stripped_gzip_bytes": len(gzip.compress(raw, 6))}

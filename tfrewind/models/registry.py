@@ -4,6 +4,8 @@ Names: resnet{6n+2} (resnet20, resnet56, resnet110, ...), wrn{depth}_{width}
 (wrn16_8), vgg{11,13,16,19}, resnet50.
 """
 
+import dataclasses
+import inspect
 from typing import Dict, List
 
 import numpy as np
@@ -11,18 +13,29 @@ import numpy as np
 import tf_keras as keras
 
 from tfrewind import names
-from tfrewind.models import resnet, vgg, wrn
+from tfrewind.errors import ConfigError
+from tfrewind.models import common, resnet, vgg, wrn
 
 # The networks of the two papers; `tfrewind models` and the preset test cover them all.
 PRESETS = ("resnet20", "resnet56", "resnet110", "wrn16_8", "vgg16", "vgg19", "resnet50")
 
-# One builder per family of tfrewind.names.MODEL_FAMILIES (the names live there, TF-free).
+# One builder per family of tfrewind.names.MODEL_FAMILIES (the names live there, TF-free):
+# (function, the arguments its name gives, e.g. a ResNet's depth).
 _BUILDERS = {
-    "resnet50": lambda m, kw: resnet.resnet50(**kw),
-    "cifar_resnet": lambda m, kw: resnet.cifar_resnet(int(m.group(1)), **kw),
-    "wrn": lambda m, kw: wrn.wide_resnet(int(m.group(1)), int(m.group(2)), **kw),
-    "vgg": lambda m, kw: vgg.vgg(int(m.group(1)), **kw),
+    "resnet50": (resnet.resnet50, lambda m: ()),
+    "cifar_resnet": (resnet.cifar_resnet, lambda m: (int(m.group(1)),)),
+    "wrn": (wrn.wide_resnet, lambda m: (int(m.group(1)), int(m.group(2)))),
+    "vgg": (vgg.vgg, lambda m: (int(m.group(1)),)),
 }
+_NAMED = {"resnet50": 0, "cifar_resnet": 1, "wrn": 2, "vgg": 1}  # how many the name gives
+
+
+def overrides_of(family: str) -> List[str]:
+  """What build_model accepts for a family: its builder's keywords and every common.Options."""
+  function, _ = _BUILDERS[family]
+  params = list(inspect.signature(function).parameters.values())
+  own = [p.name for p in params[_NAMED[family]:] if p.kind is not p.VAR_KEYWORD]
+  return sorted(set(own) | {f.name for f in dataclasses.fields(common.Options)})
 
 
 def build_model(name: str, num_classes: int = 10, **overrides) -> keras.Model:
@@ -36,23 +49,34 @@ def build_model(name: str, num_classes: int = 10, **overrides) -> keras.Model:
     name: see the module docstring.
     num_classes: logits.
     **overrides: input_shape, initializer, bn_momentum, bn_epsilon, l2, and
-      for CIFAR ResNets width and shortcut ("projection" or "pad").
+      decay_all, classifier_stddev, fixed_padding (common.Options), and for CIFAR
+      ResNets width and shortcut ("projection", "projection_all" or "pad").
 
   Raises:
-    ValueError: for an unknown name or override.
+    ConfigError: for an unknown name or override (checked against the builder's
+      signature and common.Options).
   """
   if not isinstance(name, str):
-    raise ValueError(f"model name must be a string, got {name!r}")
+    raise ConfigError(f"model name must be a string, got {name!r}")
   if int(num_classes) != num_classes or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
   found = names.match_model(name)
   if found is None:
-    raise ValueError(f"unknown model {name!r}: use {names.MODEL_HELP}")
+    raise ConfigError(f"unknown model {name!r}: use {names.MODEL_HELP}")
   family, match = found
-  try:
-    return _BUILDERS[family](match, dict(num_classes=int(num_classes), **overrides))
-  except TypeError as e:  # an unexpected keyword
-    raise ValueError(f"bad override for model {name!r}: {e}") from None
+  allowed = overrides_of(family)
+  unknown = sorted(set(overrides) - set(allowed))
+  if unknown:
+    raise ConfigError(f"model {name!r} takes no {', '.join(unknown)}: its overrides are "
+                      f"{', '.join(a for a in allowed if a != 'num_classes')}")
+  if "initializer" in overrides:
+    try:
+      keras.initializers.get(overrides["initializer"])
+    except ValueError:
+      raise ConfigError(f"unknown initializer {overrides['initializer']!r}: use a Keras "
+                        f"initializer name, e.g. he_uniform or variance_scaling") from None
+  function, named = _BUILDERS[family]
+  return function(*named(match), num_classes=int(num_classes), **overrides)
 
 
 def prunable_kernels(model) -> List:

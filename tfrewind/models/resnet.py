@@ -10,6 +10,7 @@ import tf_keras as keras
 from tfrewind import names
 
 from tfrewind.models import common
+from tfrewind.errors import ConfigError
 
 
 def cifar_resnet(depth: int, num_classes: int = 10, input_shape=(32, 32, 3),
@@ -28,9 +29,9 @@ def cifar_resnet(depth: int, num_classes: int = 10, input_shape=(32, 32, 3),
     **options: see common.Options (initializer, bn_momentum, bn_epsilon, l2).
   """
   if (depth - 2) % 6 or depth < 8:
-    raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+    raise ConfigError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
   if shortcut not in names.SHORTCUTS:
-    raise ValueError(f"shortcut must be 'projection', 'projection_all' or 'pad', got "
+    raise ConfigError(f"shortcut must be 'projection', 'projection_all' or 'pad', got "
                      f"{shortcut!r}")
   o = common.Options(**{"bn_momentum": 0.997, "bn_epsilon": 1e-5, "l2": 1e-4, **options})
   n = (depth - 2) // 6

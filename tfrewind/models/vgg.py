@@ -3,6 +3,7 @@
 import tf_keras as keras
 
 from tfrewind.models import common
+from tfrewind.errors import ConfigError
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -16,7 +17,7 @@ CONFIGS = {
 def vgg(depth: int, num_classes: int = 10, input_shape=(32, 32, 3), **options) -> keras.Model:
   """Conv3x3-BN-ReLU stacks with max pooling, global average pool, one Dense (as open_lth)."""
   if depth not in CONFIGS:
-    raise ValueError(f"VGG depth must be one of {sorted(CONFIGS)}, got {depth}")
+    raise ConfigError(f"VGG depth must be one of {sorted(CONFIGS)}, got {depth}")
   o = common.Options(**options)
   inputs = keras.Input(input_shape)
   x, conv, pool = inputs, 0, 0

@@ -3,6 +3,7 @@
 import tf_keras as keras
 
 from tfrewind.models import common
+from tfrewind.errors import ConfigError
 
 
 def wide_resnet(depth: int, width: int, num_classes: int = 10, input_shape=(32, 32, 3),
@@ -14,9 +15,9 @@ def wide_resnet(depth: int, width: int, num_classes: int = 10, input_shape=(32, 
   WRN-16-8: BatchNorm decay 0.9, epsilon 1e-3, L2 2e-4, He-uniform init.
   """
   if (depth - 4) % 6 or depth < 10:
-    raise ValueError(f"WRN depth must be 6n+4 with n >= 1, got {depth}")
+    raise ConfigError(f"WRN depth must be 6n+4 with n >= 1, got {depth}")
   if width < 1:
-    raise ValueError(f"WRN width must be >= 1, got {width}")
+    raise ConfigError(f"WRN width must be >= 1, got {width}")
   o = common.Options(**{"bn_momentum": 0.9, "bn_epsilon": 1e-3, "l2": 2e-4, **options})
   n = (depth - 4) // 6
   inputs = keras.Input(input_shape)

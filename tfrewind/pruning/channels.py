@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_keras as keras
+from tfrewind.errors import ConfigError
 
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _NOT_PLAIN_CONVS = (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose,
@@ -120,7 +121,7 @@ def _zero_channels(layer, inputs: List[np.ndarray]) -> np.ndarray:
 def plan(model: keras.Model) -> Plan:
   """The removable channels of a functional `model` (see the module docstring)."""
   if not getattr(model, "_is_graph_network", False):
-    raise ValueError(f"channel analysis needs a functional or Sequential model; {model.name!r} "
+    raise ConfigError(f"channel analysis needs a functional or Sequential model; {model.name!r} "
                      "is subclassed")
   key = lambda t: (t._keras_history.layer.name, t._keras_history.node_index,  # pylint: disable=protected-access
                    t._keras_history.tensor_index)

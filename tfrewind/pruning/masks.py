@@ -22,12 +22,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tfrewind import registries
+from tfrewind.errors import ConfigError
+
 SCOPES = ("global", "layerwise")
 # structured_a / structured_b: Li et al. (2017) L1 filter pruning, settings A and B, with the
 # original study's layer lists (filter_masks, FILTER_SETTINGS).
 FILTER_STRUCTURES = ("structured_a", "structured_b")
-STRUCTURES = ("unstructured", "channel") + FILTER_STRUCTURES
-CRITERIA = ("magnitude", "random")
 COUNTS = ("weights", "channels")
 # What happens to a Dense kernel under channel pruning: "fixed" (the classifier keeps its
 # units, which are classes) or "rows" (its input rows are items, the reproduction's rule).
@@ -48,9 +49,9 @@ def check_density(density) -> float:
   try:
     d = float(density)
   except (TypeError, ValueError):
-    raise ValueError(f"density must be a number in (0, 1], got {density!r}") from None
+    raise ConfigError(f"density must be a number in (0, 1], got {density!r}") from None
   if not 0.0 < d <= 1.0 or math.isnan(d):
-    raise ValueError(f"density must be in (0, 1], got {density!r}")
+    raise ConfigError(f"density must be in (0, 1], got {density!r}")
   return d
 
 
@@ -82,21 +83,26 @@ def _item_axis(w, row) -> int:
 
 def _scores(weights, masks, structure, criterion, rng, rows):
   """(per-item saliency, weights per item or None for single weights); items already pruned
-  score -inf and never return."""
+  score -inf and never return. The criterion (tfrewind.registries.CRITERIA) scores weights;
+  a channel scores the mean of its weights' scores, unless the criterion scores items."""
+  entry = registries.criterion(criterion)
+  per_weight = None
+  if structure == "unstructured" or entry.item_score is None:
+    per_weight = [np.asarray(s, np.float64) for s in entry.score(weights, rng)]
+    if [s.shape for s in per_weight] != [np.shape(w) for w in weights]:
+      raise ConfigError(f"criterion {criterion!r} returned scores of shapes "
+                        f"{[s.shape for s in per_weight]} for kernels of "
+                        f"{[np.shape(w) for w in weights]}: one score per weight")
   out, sizes = [], []
-  for w, m, row in zip(weights, masks, rows):
+  for i, (w, m, row) in enumerate(zip(weights, masks, rows)):
     if structure == "unstructured":
-      s = np.abs(w.astype(np.float64)) if criterion == "magnitude" else rng.random(w.shape)
-      s = np.where(m > 0, s, -np.inf)
+      s = np.where(m > 0, per_weight[i], -np.inf)
       size = None
     else:
       axis = _item_axis(w, row)
       axes = tuple(a for a in range(w.ndim) if a != axis)
       alive = m.max(axis=axes) > 0 if w.ndim > 1 else m > 0
-      if criterion == "magnitude":
-        s = np.abs(w.astype(np.float64)).mean(axis=axes)
-      else:
-        s = rng.random(w.shape[axis])
+      s = entry.item_score(w, axis, rng) if per_weight is None else per_weight[i].mean(axis=axes)
       s = np.where(alive, s, -np.inf)
       size = (m > 0).sum(axis=axes).astype(np.float64) if w.ndim > 1 else np.ones(w.size)
     out.append(s.reshape(-1))
@@ -144,24 +150,22 @@ def compute_masks(weights: Sequence[np.ndarray],
   """
   density = check_density(density)
   if scope not in SCOPES:
-    raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-  if structure not in STRUCTURES:
-    raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
-  if structure in FILTER_STRUCTURES:
-    raise ValueError(f"structure {structure!r} prunes by per-layer ratios: use filter_masks")
+    raise ConfigError(f"scope must be one of {SCOPES}, got {scope!r}")
+  if structure not in ("unstructured", "channel"):
+    raise ConfigError(f"compute_masks prunes unstructured or channel, got {structure!r}"
+                      + (": use filter_masks" if structure in FILTER_STRUCTURES else ""))
   if count not in COUNTS:
-    raise ValueError(f"count must be one of {COUNTS}, got {count!r}")
-  if criterion not in CRITERIA:
-    raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    raise ConfigError(f"count must be one of {COUNTS}, got {count!r}")
+  registries.criterion(criterion)
   weights = [np.asarray(w) for w in weights]
   if masks is None:
     masks = [np.ones(w.shape, np.float32) for w in weights]
   masks = [np.asarray(m) for m in masks]
   fixed = [False] * len(weights) if fixed is None else [bool(f) for f in fixed]
   if len(fixed) != len(weights):
-    raise ValueError(f"fixed has {len(fixed)} entries for {len(weights)} kernels")
+    raise ConfigError(f"fixed has {len(fixed)} entries for {len(weights)} kernels")
   if all(fixed):
-    raise ValueError("every kernel is fixed: nothing to prune")
+    raise ConfigError("every kernel is fixed: nothing to prune")
   rows = [False] * len(weights) if rows is None else [bool(r) for r in rows]
   rng = np.random.default_rng(seed)
   free = [i for i, f in enumerate(fixed) if not f]
@@ -213,7 +217,7 @@ def _keep_weighted(scores, sizes, density, total, where):
                       f"the smallest channel has {int(sizes.min()) if sizes.size else 0}); "
                       "use a larger density")
   if target - kept_weights[-1] > sizes[order].max() / 2:
-    raise ValueError(f"density {density} asks to keep {target:.0f} weights of {where} but only "
+    raise ConfigError(f"density {density} asks to keep {target:.0f} weights of {where} but only "
                      f"{kept_weights[-1]:.0f} remain: masks only shrink, so densities must "
                      "decrease")
   keep = np.zeros(scores.size, bool)
@@ -228,7 +232,7 @@ def _keep_checked(scores, density, where):
     raise NothingKept(f"density {density} keeps no item of {where} ({scores.size} items); "
                      "use a larger density")
   if k > alive:
-    raise ValueError(f"density {density} asks to keep {k} items of {where} but only {alive} "
+    raise ConfigError(f"density {density} asks to keep {k} items of {where} but only {alive} "
                      "remain: masks only shrink, so densities must decrease")
   return keep_top(scores, k)
 
@@ -275,7 +279,7 @@ def filter_masks(weights: Sequence[np.ndarray], ratios: Dict[int, float], level:
     seed: the seed of the rounding draws (the original: 0, every time).
   """
   if int(level) != level or level < 1:
-    raise ValueError(f"level must be a positive integer, got {level!r}")
+    raise ConfigError(f"level must be a positive integer, got {level!r}")
   weights = [np.asarray(w) for w in weights]
   masks = [np.ones(w.shape, np.float32) if masks is None else (np.asarray(masks[i]) > 0)
            .astype(np.float32) for i, w in enumerate(weights)]

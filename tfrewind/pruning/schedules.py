@@ -13,6 +13,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 
 import tf_keras as keras
 from tfrewind.pruning import masks as masks_lib
+from tfrewind.errors import ConfigError
 
 
 class RoundSchedule(pruning_schedule.PruningSchedule):
@@ -26,12 +27,12 @@ class RoundSchedule(pruning_schedule.PruningSchedule):
   def __init__(self, densities: Sequence[float], cycle_steps: Optional[int] = None):
     densities = tuple(masks_lib.check_density(d) for d in densities)
     if not densities:
-      raise ValueError("a pruning schedule needs at least one round, got no densities")
+      raise ConfigError("a pruning schedule needs at least one round, got no densities")
     if any(b > a for a, b in zip(densities, densities[1:])):
-      raise ValueError(f"densities must not increase across rounds (masks only shrink), "
+      raise ConfigError(f"densities must not increase across rounds (masks only shrink), "
                        f"got {list(densities)}")
     if cycle_steps is not None and int(cycle_steps) <= 0:
-      raise ValueError(f"cycle_steps must be positive, got {cycle_steps!r}")
+      raise ConfigError(f"cycle_steps must be positive, got {cycle_steps!r}")
     self.densities = densities
     self.cycle_steps = None if cycle_steps is None else int(cycle_steps)
 
@@ -108,15 +109,15 @@ class Iterative(RoundSchedule):
                cycle_steps: Optional[int] = None):
     if densities is None:
       if rate is None or rounds is None:
-        raise ValueError("Iterative needs rate and rounds, or densities")
+        raise ConfigError("Iterative needs rate and rounds, or densities")
       rate = masks_lib.check_density(rate)
       if rate >= 1.0:
-        raise ValueError(f"rate must be in (0, 1), got {rate!r}")
+        raise ConfigError(f"rate must be in (0, 1), got {rate!r}")
       if int(rounds) != rounds or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
       densities = [rate ** k for k in range(1, int(rounds) + 1)]
     elif rate is not None or rounds is not None:
-      raise ValueError("give Iterative either rate and rounds, or densities, not both")
+      raise ConfigError("give Iterative either rate and rounds, or densities, not both")
     self.rate = None if rate is None else float(rate)
     super().__init__(densities, cycle_steps)
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 import tf_keras as keras
 from tfrewind.pruning import channels, sparsity
+from tfrewind.errors import ConfigError
 
 
 def slim(model: keras.Model, stripped: Optional[keras.Model] = None) -> keras.Model:
@@ -31,7 +32,7 @@ def slim(model: keras.Model, stripped: Optional[keras.Model] = None) -> keras.Mo
     ValueError: for a subclassed model or one with nested models.
   """
   if any(isinstance(l, keras.Model) for l in model.layers):
-    raise ValueError(f"slim needs a flat functional model; {model.name!r} nests models")
+    raise ConfigError(f"slim needs a flat functional model; {model.name!r} nests models")
   plan = channels.plan(model)
   source = stripped if stripped is not None else sparsity.strip(model)
   # The stripped model shares its layers' weights and names with `model`.

@@ -1,205 +1,28 @@
 """Masks on tf_keras models through TF-MOT's pruning wrapper.
 
-`prunable` wraps every Conv and Dense layer in `Masked`, a `PruneLowMagnitude`
-whose masks are set only by `prune` (one global computation over all kernels)
-and never recomputed per layer by TF-MOT.
-
-Why `Masked` overrides `call`: TF-MOT's wrapper runs `kernel.assign(kernel *
-mask)` before every forward pass and lets the optimizer update pruned weights
-in between, so a pruned weight is non-zero after every step (until the next
-forward pass or `UpdatePruningStep.on_epoch_end`), and a checkpoint written
-mid-epoch holds revived weights. `Masked` instead feeds `kernel * mask` to the
-layer: the gradient of a pruned weight is exactly 0, `prune` zeroes the
-optimizer slots of pruned weights, so no optimizer update (momentum, Nesterov,
-L2, decoupled weight decay) can move a pruned weight off 0. There is no
-per-step assign, cond or step counter, which is also what makes pruned training
-as fast as dense.
-
-Channel pruning (`structure="channel"`) also silences the channel after the
-conv: a pruned output channel of a conv followed by BatchNormalization would
-otherwise still emit BatchNorm's beta (a learned constant), so the channel
-would not really be gone and no smaller network could compute the same
-function. `prunable(model, structure="channel")` therefore turns each such
-BatchNormalization into a `ChannelNorm`, whose gamma and beta are masked by
-the conv's dead channels (the same forward-only masking as `Masked`). The
-variables and checkpoint layout stay those of BatchNormalization, so a dense
-checkpoint serves unstructured and channel branches alike. `tfrewind.slim`
-relies on this to remove pruned channels physically.
+`prunable` wraps every Conv and Dense layer in `Masked` (tfrewind.pruning.wrapper), a
+`PruneLowMagnitude` whose masks are set only by `prune` (one global computation over all
+kernels) and never recomputed per layer by TF-MOT; with a channel structure, the BatchNorm
+after each conv becomes a `ChannelNorm` (tfrewind.pruning.channel_norm). `strip` gives back
+an ordinary model.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 import tf_keras as keras
+from tfrewind import registries
 from tfrewind.pruning import masks as masks_lib
-from tfrewind.pruning import schedules
-
-_PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv1D,
-                   keras.layers.Conv3D)
-
-
-@keras.utils.register_keras_serializable(package="tfrewind")
-class Masked(pruning_wrapper.PruneLowMagnitude):
-  """TF-MOT pruning wrapper whose mask is applied in the forward pass only.
-
-  Use `tfrewind.prunable(model)` rather than constructing it directly.
-  """
-
-  def __init__(self, layer, pruning_schedule=None, **kwargs):
-    super().__init__(layer, pruning_schedule=pruning_schedule or schedules.OneShot(1.0),
-                     **kwargs)
-
-  def build(self, input_shape):
-    super().build(input_shape)
-    # The attribute under which the wrapped layer keeps each prunable weight
-    # ("kernel", "depthwise_kernel", ...), found by identity.
-    self._weight_attrs = []
-    for weight, _, _ in self.pruning_vars:
-      names = [k for k, v in vars(self.layer).items() if v is weight]
-      if not names:
-        raise ValueError(f"cannot find the attribute holding {weight.name} in {self.layer.name}")
-      self._weight_attrs.append(names[0])
-
-  def call(self, inputs, training=None, **kwargs):
-    saved = []
-    try:
-      for attr, (weight, mask, _) in zip(self._weight_attrs, self.pruning_vars):
-        value = tf.convert_to_tensor(weight)
-        saved.append((attr, getattr(self.layer, attr)))
-        # object.__setattr__ bypasses Keras' attribute tracking, which would
-        # otherwise drop the variable from the layer's weights.
-        object.__setattr__(self.layer, attr, value * tf.cast(mask, value.dtype))
-      if "training" in self._call_args:
-        return self.layer.call(inputs, training=training, **kwargs)
-      return self.layer.call(inputs, **kwargs)
-    finally:
-      for attr, original in saved:
-        object.__setattr__(self.layer, attr, original)
-
-  @property
-  def _call_args(self):
-    import inspect  # pylint: disable=g-import-not-at-top
-    return inspect.getfullargspec(self.layer.call).args
-
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    config["pruning_schedule"] = keras.utils.deserialize_keras_object(
-        config["pruning_schedule"])
-    config["layer"] = keras.layers.deserialize(config.pop("layer"))
-    return cls(**config)
-
-
-@keras.utils.register_keras_serializable(package="tfrewind")
-class ChannelNorm(keras.layers.BatchNormalization):
-  """BatchNormalization whose channels die with the output channels of its conv.
-
-  `source` names the prunable layer it follows; `prunable(..., structure="channel")`
-  links it to that layer's mask. Unlinked (e.g. just after `load_model`) it is
-  a plain BatchNormalization: its dead channels hold gamma = beta = 0, so it
-  still emits exact zeros there in inference, but training it needs the link
-  back (`tfrewind.prunable(model, structure="channel")` restores it).
-  """
-
-  def __init__(self, source: str = "", **kwargs):
-    super().__init__(**kwargs)
-    self.source = source
-    object.__setattr__(self, "_source_mask", None)
-
-  def get_config(self):
-    return {**super().get_config(), "source": self.source}
-
-  def alive(self):
-    """1.0 for each channel whose source conv keeps a weight, else 0.0 (a tensor)."""
-    mask = self._source_mask
-    axes = list(range(len(mask.shape) - 1))
-    return tf.cast(tf.reduce_max(mask, axis=axes) > 0, self.dtype)
-
-  def call(self, inputs, training=None):
-    if self._source_mask is None:
-      return super().call(inputs, training=training)
-    alive = self.alive()
-    saved = [(a, getattr(self, a)) for a in ("gamma", "beta") if getattr(self, a) is not None]
-    try:
-      for attr, value in saved:
-        object.__setattr__(self, attr, tf.convert_to_tensor(value) * alive)
-      return super().call(inputs, training=training)
-    finally:
-      for attr, value in saved:
-        object.__setattr__(self, attr, value)
-
-
-def _inbound_layers(layer):
-  """The layers feeding `layer`'s first call ([] for an unconnected layer)."""
-  nodes = getattr(layer, "_inbound_nodes", [])
-  if not nodes:
-    return []
-  inbound = nodes[0].inbound_layers
-  return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
-
-
-def _followers(model) -> Dict[str, str]:
-  """{BatchNormalization layer name: name of the prunable layer it directly follows}."""
-  found = {}
-  for layer in flat_layers(model):
-    if isinstance(layer, keras.layers.BatchNormalization):
-      inbound = _inbound_layers(layer)
-      if len(inbound) == 1:
-        source = inbound[0].layer if isinstance(inbound[0], Masked) else inbound[0]
-        if isinstance(source, _PRUNABLE_TYPES):
-          found[layer.name] = source.name
-  return found
-
-
-def flat_layers(model):
-  """Every layer of `model`, nested models opened, in order."""
-  for layer in model.layers:
-    if isinstance(layer, keras.Model):
-      yield from flat_layers(layer)
-    else:
-      yield layer
-
-
-def channel_norms(model) -> List[Tuple[ChannelNorm, "Masked"]]:
-  """(ChannelNorm, the Masked wrapper of its source) pairs of `model`."""
-  by_name = {w.layer.name: w for w in wrappers(model)}
-  pairs = []
-  for layer in flat_layers(model):
-    if isinstance(layer, ChannelNorm):
-      if layer.source not in by_name:
-        raise ValueError(f"ChannelNorm {layer.name} follows {layer.source!r}, which is not a "
-                         "pruned layer of this model")
-      pairs.append((layer, by_name[layer.source]))
-  return pairs
-
-
-def _link_norms(model) -> None:
-  for norm, wrapper in channel_norms(model):
-    object.__setattr__(norm, "_source_mask", wrapper.pruning_vars[0][1])
-
-
-def require_channel_norms(model) -> None:
-  """Links each ChannelNorm to its conv's mask; ValueError if a plain BatchNorm follows a conv."""
-  layers = {l.name: l for l in flat_layers(model)}
-  plain = sorted(n for n in _followers(model) if not isinstance(layers[n], ChannelNorm))
-  if plain:
-    raise ValueError(f"channel pruning must silence the BatchNorm after each pruned conv "
-                     f"({', '.join(plain[:3])}{', ...' if len(plain) > 3 else ''}): build the "
-                     f"model with tfrewind.prunable(model, structure='channel')")
-  _link_norms(model)
-
-
-def silences_channels(structure: str) -> bool:
-  """Whether `structure` removes whole channels (so the BatchNorm after each must follow)."""
-  return structure != "unstructured"
-
-
-def is_prunable_layer(layer) -> bool:
-  """True for the layers whose kernels tfrewind prunes: every Conv and Dense."""
-  return isinstance(layer, _PRUNABLE_TYPES) and not isinstance(layer, Masked)
+from tfrewind.errors import ConfigError
+# The wrapper and the channel norm, named here too: tfrewind.pruning.sparsity is where the
+# rest of tfrewind (and users) find every piece of the masked model.
+from tfrewind.pruning.channel_norm import (ChannelNorm, _followers, _link_norms,  # noqa: F401
+                                           channel_norms, require_channel_norms,
+                                           silences_channels)
+from tfrewind.pruning.wrapper import (Masked, _checked_wrappers, _pruning_vars,  # noqa: F401
+                                      flat_layers, is_prunable_layer, optimizer_slots, wrappers)
 
 
 def prunable(model: keras.Model, schedule=None, structure: str = "unstructured") -> keras.Model:
@@ -227,18 +50,17 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
     ValueError: if the model is subclassed or has nothing to prune.
   """
   if not isinstance(model, keras.Model):
-    raise ValueError(f"prunable expects a tf_keras Model, got {type(model).__name__}")
-  if structure not in masks_lib.STRUCTURES:
-    raise ValueError(f"structure must be one of {masks_lib.STRUCTURES}, got {structure!r}")
+    raise ConfigError(f"prunable expects a tf_keras Model, got {type(model).__name__}")
+  registries.structure(structure)  # ConfigError naming the known ones
   if wrappers(model):
     if silences_channels(structure):
       require_channel_norms(model)
     return model
   if not (isinstance(model, keras.Sequential) or model._is_graph_network):  # pylint: disable=protected-access
-    raise ValueError(f"prunable needs a Sequential or functional model; {model.name!r} is a "
+    raise ConfigError(f"prunable needs a Sequential or functional model; {model.name!r} is a "
                      "subclassed model: build it with the functional API")
   if not any(is_prunable_layer(l) for l in model.submodules if isinstance(l, keras.layers.Layer)):
-    raise ValueError(f"model {model.name!r} has no Conv or Dense layer: nothing to prune")
+    raise ConfigError(f"model {model.name!r} has no Conv or Dense layer: nothing to prune")
 
   followers = _followers(model) if silences_channels(structure) else {}
   copies = []
@@ -262,23 +84,6 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
   return result
 
 
-def wrappers(model) -> List[Masked]:
-  """Every pruning wrapper of `model`, nested models included, in layer order."""
-  return pruning_wrapper.collect_prunable_layers(model)
-
-
-def _checked_wrappers(model):
-  found = wrappers(model)
-  if not found:
-    raise ValueError(f"model {getattr(model, 'name', model)!r} has no pruning wrapper: "
-                     "call tfrewind.prunable(model) first")
-  return found
-
-
-def _pruning_vars(model):
-  return [pv for w in _checked_wrappers(model) for pv in w.pruning_vars]
-
-
 def kernel_names(model) -> List[str]:
   """"<layer>/<variable>" of every prunable kernel, e.g. "stem/kernel:0", in layer order.
 
@@ -295,13 +100,15 @@ def get_masks(model) -> Dict[str, np.ndarray]:
           for name, (_, mask, _) in zip(kernel_names(model), _pruning_vars(model))}
 
 
-def _density(model) -> float:
+def density(model) -> float:
   """Fraction of prunable kernel weights that the masks keep."""
+  return _kept_fraction(model)
+
+
+def _kept_fraction(model) -> float:
+  # `prune`'s argument `density` hides the function of that name there.
   counts = [(float(np.sum(m.numpy())), int(np.prod(m.shape))) for _, m, _ in _pruning_vars(model)]
   return sum(c for c, _ in counts) / sum(n for _, n in counts)
-
-
-density = _density
 
 
 def layer_densities(model) -> Dict[str, float]:
@@ -309,9 +116,9 @@ def layer_densities(model) -> Dict[str, float]:
   return {name: float(m.mean()) for name, m in get_masks(model).items()}
 
 
-def prune(model, density: float, scope: str = "global", structure: str = "unstructured",
-          criterion: str = "magnitude", seed: int = 0, count: str = "weights",
-          classifier: str = "fixed", level: int = 1) -> float:
+def prune(model, density: float, spec=None, *, scope: str = "global",
+          structure: str = "unstructured", criterion: str = "magnitude", seed: int = 0,
+          count: str = "weights", classifier: str = "fixed", level: int = 1) -> float:
   """Sets the masks to keep `density` of the prunable weights, from the current weights.
 
   Weights already pruned stay pruned. Pruned weights and their optimizer slots
@@ -323,6 +130,7 @@ def prune(model, density: float, scope: str = "global", structure: str = "unstru
 
   Args:
     model: a model returned by `prunable`.
+    spec: a tfrewind.PruneSpec (how to prune); or the keywords below, which make one.
     density: fraction to keep, of all prunable weights (global) or of each
       kernel (layerwise). With structure="channel" whole channels go, as many as
       bring the kept weights closest to it (count="weights"), or it counts
@@ -342,9 +150,29 @@ def prune(model, density: float, scope: str = "global", structure: str = "unstru
   Returns:
     The density of the model after pruning.
   """
-  set_masks(model, new_masks(model, density, scope, structure, criterion, seed, count,
-                             classifier, level))
-  return _density(model)
+  from tfrewind.pruning.spec import PruneSpec  # pylint: disable=g-import-not-at-top
+  spec = spec if spec is not None else PruneSpec(scope, structure, criterion, count, classifier,
+                                                 level, seed)
+  set_masks(model, new_masks(model, density, **spec.kwargs()))
+  record_thresholds(model, spec.scope if (spec.structure, spec.criterion) == (
+      "unstructured", "magnitude") else None)
+  return _kept_fraction(model)
+
+
+def record_thresholds(model, scope: Optional[str]) -> None:
+  """Stores the prune's real threshold in each wrapper's TF-MOT `threshold` variable (what
+  its PruningSummaries logs): the smallest kept |w| of all kernels (global) or of each
+  (layerwise). Other rules have no magnitude threshold: NaN, which is not logged."""
+  pvars = _pruning_vars(model)
+  if scope is None:
+    values = [np.nan] * len(pvars)
+  else:
+    kept = [np.abs(w.numpy())[m.numpy() > 0] for w, m, _ in pvars]
+    values = [float(k.min()) if k.size else np.nan for k in kept]
+    if scope == "global":
+      values = [float(np.nanmin(values))] * len(values)
+  for (_, _, threshold), value in zip(pvars, values):
+    threshold.assign(tf.cast(value, threshold.dtype))
 
 
 def new_masks(model, density: float, scope: str = "global", structure: str = "unstructured",
@@ -355,9 +183,13 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
   weights = [w.numpy() for w, _, _ in pvars]
   old = [m.numpy() for _, m, _ in pvars]
   if classifier not in masks_lib.CLASSIFIERS:
-    raise ValueError(f"classifier must be one of {masks_lib.CLASSIFIERS}, got {classifier!r}")
+    raise ConfigError(f"classifier must be one of {masks_lib.CLASSIFIERS}, got {classifier!r}")
   if silences_channels(structure):
     require_channel_norms(model)
+  entry = registries.structure(structure)
+  if entry.masks is not None:  # a user's structure (tfrewind.register_structure)
+    return _checked(entry.masks(weights, masks_lib.check_density(density), old, scope, seed),
+                    weights, old, structure)
   if structure in masks_lib.FILTER_STRUCTURES:
     return masks_lib.filter_masks(weights, filter_ratios(weights, structure), level, old,
                                   seed=0)  # the original seeds its rounding with 0, every time
@@ -375,13 +207,25 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
                                  rows=rows)
 
 
+def _checked(new, weights, old, structure) -> List[np.ndarray]:
+  """A user structure's masks: one 0/1 array per kernel, of its shape, never reviving."""
+  new = [np.asarray(m, np.float32) for m in new]
+  if len(new) != len(weights) or any(m.shape != w.shape for m, w in zip(new, weights)):
+    raise ConfigError(f"structure {structure!r} returned {len(new)} masks of shapes "
+                      f"{[m.shape for m in new]} for kernels of {[w.shape for w in weights]}")
+  if any(((m != 0) & (m != 1)).any() or (m > o).any() for m, o in zip(new, old)):
+    raise ConfigError(f"structure {structure!r} returned masks that are not 0/1 or revive a "
+                      f"pruned weight: masks only shrink")
+  return new
+
+
 def filter_ratios(weights, structure: str) -> Dict[int, float]:
   """Li et al.'s setting as {index into `weights`: ratio}: the original numbers the 3x3 convs
   in order (the stem is conv 1) and names the networks by depth (3x3 convs + 1)."""
   convs = [i for i, w in enumerate(weights) if w.ndim == 4 and w.shape[:2] == (3, 3)]
   depth = len(convs) + 1
   if (depth, structure) not in masks_lib.FILTER_SETTINGS:
-    raise ValueError(f"{structure} (Li et al. 2017, as Renda et al. ran it) is defined for "
+    raise ConfigError(f"{structure} (Li et al. 2017, as Renda et al. ran it) is defined for "
                      f"{' and '.join(masks_lib.filter_networks())}; this network has {len(convs)} 3x3 convs "
                      f"(a depth-{depth} ResNet): use --structure=channel")
   return {convs[k - 1]: r for k, r in masks_lib.FILTER_SETTINGS[(depth, structure)].items()}
@@ -399,11 +243,11 @@ def set_masks(model, new_masks) -> None:
   """Assigns masks (a list in layer order), zeroing pruned weights and their slots."""
   pvars = _pruning_vars(model)
   if len(new_masks) != len(pvars):
-    raise ValueError(f"expected {len(pvars)} masks, got {len(new_masks)}")
+    raise ConfigError(f"expected {len(pvars)} masks, got {len(new_masks)}")
   for (weight, mask, _), m in zip(pvars, new_masks):
     m = np.asarray(m, dtype=mask.dtype.as_numpy_dtype)
     if m.shape != tuple(mask.shape):
-      raise ValueError(f"mask for {weight.name} has shape {m.shape}, expected {tuple(mask.shape)}")
+      raise ConfigError(f"mask for {weight.name} has shape {m.shape}, expected {tuple(mask.shape)}")
     mask.assign(m)
   apply_masks(model)
 
@@ -460,29 +304,3 @@ def strip(model) -> keras.Model:
   return result
 
 
-def optimizer_slots(optimizer, var) -> list:
-  """The optimizer's per-weight state (momentum, ...) of `var`; [] before it is built."""
-  if optimizer is None:
-    return []
-  inner = getattr(optimizer, "inner_optimizer", None)  # LossScaleOptimizer
-  if inner is not None:
-    return optimizer_slots(inner, var)
-  if hasattr(optimizer, "get_slot_names"):  # legacy optimizers
-    return [optimizer.get_slot(var, n) for n in optimizer.get_slot_names()
-            if _has_slot(optimizer, var, n)]
-  # tf_keras optimizers name a slot "[<optimizer>/]<slot>/<variable's name>".
-  base = "/" + var.name.split(":")[0]
-  found = []
-  for v in getattr(optimizer, "variables", []):
-    name = v.name.split(":")[0]
-    if v.shape == var.shape and name.endswith(base) and name[:-len(base)].count("/") <= 1:
-      found.append(v)
-  return found
-
-
-def _has_slot(optimizer, var, name):
-  try:
-    optimizer.get_slot(var, name)
-    return True
-  except (KeyError, ValueError):
-    return False

@@ -17,11 +17,10 @@ from typing import List, Tuple
 import numpy as np
 import pandas as pd
 
-KEYS = ["network", "dataset", "structure", "schedule", "method", "density"]
-# Our runs also differ by protocol (tfrewind.protocols): never pooled across protocols.
-RUN_KEYS = KEYS + ["protocol"]
-# Retraining with a large LR, the claim of Renda et al. and of Le & Hua (tfrewind.plan).
-LARGE_LR = ("lr_rewind", "slr", "clr", "llr")
+from tfrewind import plan
+
+from tfrewind.report.stats import RUN_KEYS, select_budget, stats
+from tfrewind.errors import ConfigError
 
 
 def _read(path):
@@ -44,7 +43,7 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
   counts: {"finished", "unfinished", "failed": [folder names], "no_best": count}.
   """
   if metric not in METRICS:
-    raise ValueError(f"unknown metric {metric!r}: use final or best")
+    raise ConfigError(f"unknown metric {metric!r}: use final or best")
   rows, dense = [], {}
   counts = {"finished": 0, "unfinished": 0, "failed": [], "no_best": 0}
   for folder in sorted(glob.glob(os.path.join(root, "*", ""))):
@@ -76,8 +75,9 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
     if meta["kind"] == "dense":
       dense[name] = row
       continue
-    # A control by random pruning is its own line beside the magnitude methods.
-    method = hp["method"] + ("_random" if hp.get("criterion") == "random" else "")
+    # Another criterion than magnitude (a random control, a user's) is its own series.
+    criterion = hp.get("criterion", "magnitude")
+    method = hp["method"] + ("" if criterion == "magnitude" else f"_{criterion}")
     density = meta["density_target"]
     if density is None:  # structured_a/b: the published density of its level (same counts)
       density = level_density(hp["model"], hp["structure"], hp["level"], result["density"])
@@ -113,22 +113,6 @@ def _published_levels():
           for key, group in trials.groupby(["network", "structure"])}
 
 
-def stats(values) -> dict:
-  v = np.asarray(values, dtype=float)
-  return {"trials": len(v), "median": float(np.median(v)), "low80": float(np.percentile(v, 10)),
-          "high80": float(np.percentile(v, 90)), "min": float(v.min()), "max": float(v.max())}
-
-
-def select_budget(df: pd.DataFrame, keys=KEYS) -> pd.DataFrame:
-  """Renda's rule: per `keys`, the rows of the budget with the best median val_acc."""
-  if "retrain_epochs" not in df or df["retrain_epochs"].nunique() <= 1 or df["val_acc"].isna().all():
-    return df
-  med = df.groupby(keys + ["retrain_epochs"], dropna=False)["val_acc"].median().reset_index()
-  med = med.sort_values(keys + ["val_acc", "retrain_epochs"])
-  best = med.groupby(keys, dropna=False).tail(1)[keys + ["retrain_epochs"]]
-  return df.merge(best, on=keys + ["retrain_epochs"])
-
-
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
   """One row per setting: median, 80% interval, min/max over seeds, change vs dense."""
   if runs.empty:
@@ -146,8 +130,10 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                if group["flops_speedup"].notna().any() else np.nan,
                dense_median=dense["median"] if dense else np.nan)
     row["change_pt"] = 100 * (row["median"] - row["dense_median"])
-    row["change_low_pt"] = 100 * (row["low80"] - row["dense_median"])
-    row["change_high_pt"] = 100 * (row["high80"] - row["dense_median"])
+    # The figures' bars: min-max over trials, as the published curves beside them
+    # (reference.renda_table); the tables and claims use the 80% interval.
+    row["change_low_pt"] = 100 * (row["min"] - row["dense_median"])
+    row["change_high_pt"] = 100 * (row["max"] - row["dense_median"])
     out.append(row)
   return pd.DataFrame(out).sort_values(RUN_KEYS).reset_index(drop=True)
 
@@ -176,7 +162,8 @@ def claims(table: pd.DataFrame) -> str:
     worse = [f"{d:.3g}" for d in shared if d not in ok]
     parts.append(f"LR rewinding matches or beats weight rewinding at {len(ok)}/{len(shared)}"
                  + (f" (clearly worse at density {', '.join(worse)})" if worse else ""))
-  large = [m for m in LARGE_LR if m in pivot]
+  # Retraining the trained weights with a large LR: the claim of Renda et al. and of Le & Hua.
+  large = [m for m, e in plan.METHODS.items() if e.family == "large_lr" and m in pivot]
   if "finetune" in pivot and large:
     ft = pivot["finetune"]
     shared = sorted(set(ft.index) & set().union(*(pivot[m].index for m in large)), reverse=True)

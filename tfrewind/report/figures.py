@@ -8,13 +8,29 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 
-COLORS = {"finetune": "tab:blue", "weight_rewind": "tab:orange", "lr_rewind": "tab:green",
-          "custom": "tab:purple", "reinit": "grey", "weight_rewind_low_lr": "silver",
-          "slr": "tab:red", "clr": "tab:brown", "llr": "tab:pink"}
-LABELS = {"finetune": "fine-tuning", "weight_rewind": "weight rewinding",
-          "lr_rewind": "LR rewinding", "custom": "custom", "reinit": "reinit (control)",
-          "weight_rewind_low_lr": "weight rewinding, low LR",
-          "slr": "scaled LR restarting", "clr": "cyclic LR restarting", "llr": "linear LR"}
+from tfrewind import plan  # noqa: E402  pylint: disable=wrong-import-position
+from tfrewind import registries  # noqa: E402  pylint: disable=wrong-import-position
+
+def style(series: str):
+  """(label, colour, dashed) of a series: a method of tfrewind.plan.METHODS, or method_criterion
+  for a run pruned by another criterion than magnitude (random controls: grey, dashed)."""
+  if series in plan.METHODS:
+    m = plan.METHODS[series]
+    return m.label or m.name, m.colour, False
+  for name in sorted(plan.METHODS, key=len, reverse=True):
+    if series.startswith(name + "_"):
+      m, crit = plan.METHODS[name], series[len(name) + 1:]
+      c = registries.CRITERIA.get(crit)
+      return (f"{m.label or m.name} ({c.label if c else crit})",
+              "grey" if c is None or c.control else m.colour, True)
+  return series, "black", False
+
+
+def _order(series: str) -> int:
+  methods = list(plan.METHODS)
+  base = max((m for m in methods if series == m or series.startswith(m + "_")), key=len,
+             default=None)
+  return methods.index(base) if base else len(methods)
 
 
 def _line(ax, table, method, dashed, suffix, x="compression"):
@@ -25,11 +41,11 @@ def _line(ax, table, method, dashed, suffix, x="compression"):
     return
   low = t["change_pt"] - t["change_low_pt"]
   high = t["change_high_pt"] - t["change_pt"]
-  color = COLORS.get(method, "grey" if method.endswith("_random") else "black")
+  label, color, control = style(method)
   ax.errorbar(t[x], t["change_pt"], yerr=[low.clip(lower=0), high.clip(lower=0)],
-              color=color, linestyle="--" if dashed or method.endswith("_random") else "-",
+              color=color, linestyle="--" if dashed or control else "-",
               marker="o" if not dashed else "s", markersize=3, capsize=2, linewidth=1.2,
-              alpha=0.6 if dashed else 1.0, label=f"{LABELS.get(method, method)} {suffix}")
+              alpha=0.6 if dashed else 1.0, label=f"{label} {suffix}")
 
 
 def draw(title, ours, theirs, out_stem, points=None, x="compression"):
@@ -41,14 +57,13 @@ def draw(title, ours, theirs, out_stem, points=None, x="compression"):
   for table, dashed, suffix in ((theirs, True, "(published)"), (ours, False, "(ours)")):
     if table is None or table.empty:
       continue
-    for method in sorted(table["method"].unique(), key=lambda m: list(COLORS).index(m)
-                         if m in COLORS else 99):
+    for method in sorted(table["method"].unique(), key=_order):
       _line(ax, table, method, dashed, suffix, x)
   if points is not None and not points.empty and x == "compression":
     for _, p in points.iterrows():
       ax.scatter([p["compression"]], [p["change_pt"]], marker="*", s=80,
-                 color=COLORS.get(p["method"], "black"), edgecolor="black", linewidth=0.5,
-                 label=f"{LABELS.get(p['method'], p['method'])} (Mikler)", zorder=5)
+                 color=style(p["method"])[1], edgecolor="black", linewidth=0.5,
+                 label=f"{style(p['method'])[0]} (Mikler)", zorder=5)
   ax.set_xscale("log")
   ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(
       [1.25, 1.5, 2, 3, 4, 6, 10, 15, 25, 50, 100]))
@@ -59,6 +74,8 @@ def draw(title, ours, theirs, out_stem, points=None, x="compression"):
                 if x == "compression" else "theoretical speedup (dense / pruned MACs), log scale")
   ax.set_ylabel("test accuracy change vs dense (points)")
   ax.set_title(title)
+  ax.text(0.99, 0.01, "median over trials; bars: min-max", transform=ax.transAxes,
+          ha="right", va="bottom", fontsize=7, color="dimgray")
   ax.grid(True, which="both", alpha=0.3)
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize=7, loc="lower left")

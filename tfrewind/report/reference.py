@@ -4,7 +4,7 @@ import os
 
 import pandas as pd
 
-from tfrewind.report import aggregate
+from tfrewind.report import stats
 
 _DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference")
 _STRUCTURES = {"Unstructured": "unstructured", "Structured-A": "structured_a",
@@ -33,18 +33,18 @@ def mikler_tables() -> pd.DataFrame:
 def renda_table() -> pd.DataFrame:
   """Renda et al.'s curves: selection rule applied, median and spread, change vs dense."""
   trials = renda_trials()
-  chosen = aggregate.select_budget(trials)
+  chosen = stats.select_budget(trials)
   dense = renda_dense().groupby("network")["test_acc"].median()
   rows = []
-  for key, group in chosen.groupby(aggregate.KEYS):
-    row = dict(zip(aggregate.KEYS, key))
-    row.update(aggregate.stats(group["test_acc"]), retrain_epochs=int(group["retrain_epochs"].iloc[0]),
+  for key, group in chosen.groupby(stats.KEYS):
+    row = dict(zip(stats.KEYS, key))
+    row.update(stats.stats(group["test_acc"]), retrain_epochs=int(group["retrain_epochs"].iloc[0]),
                compression=1.0 / row["density"], dense_median=float(dense.get(row["network"])))
     row["change_pt"] = 100 * (row["median"] - row["dense_median"])
     row["change_low_pt"] = 100 * (row["min"] - row["dense_median"])
     row["change_high_pt"] = 100 * (row["max"] - row["dense_median"])
     rows.append(row)
-  return pd.DataFrame(rows).sort_values(aggregate.KEYS).reset_index(drop=True)
+  return pd.DataFrame(rows).sort_values(stats.KEYS).reset_index(drop=True)
 
 
 def mikler_points() -> pd.DataFrame:
