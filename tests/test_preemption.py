@@ -84,11 +84,14 @@ def test_stopped_and_killed_runs_resume_where_they_stopped_bitwise_equal(tmp_pat
 
 @pytest.mark.slow
 @PROCESSES
-def test_a_second_sigterm_stops_at_once(tmp_path):
+@pytest.mark.parametrize("signal, status", [("TERM", -15), ("INT", -2)])
+def test_a_second_signal_stops_at_once(tmp_path, signal, status):
+  """A second SIGTERM kills the process as SIGTERM does; a second SIGINT raises
+  KeyboardInterrupt (Python then ends by SIGINT): no checkpoint of the step."""
   root = str(tmp_path / "runs")
-  status, out = _run(ARGS + [f"--root={root}"], tmp_path, at=17, times=2)
-  assert status == -15, out  # killed by the signal itself, as without tfrewind's handler
-  assert "stopped by SIGTERM" not in out
+  got, out = _run(ARGS + [f"--root={root}"], tmp_path, at=17, times=2, signal=signal)
+  assert got == status, out
+  assert "stopped by SIG" not in out
   assert not glob.glob(os.path.join(root, "dense_*", "backup", "ckpt-17.index"))
 
 

@@ -19,7 +19,6 @@ import tempfile
 import time
 from typing import Dict, List, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 import tf_keras as keras

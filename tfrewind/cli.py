@@ -83,8 +83,7 @@ def import_plugins(args: List[str]) -> List[str]:
     except ImportError as e:
       raise UsageError(f"--import={name}: cannot import it ({e}): a module on PYTHONPATH or "
                        f"in the current folder") from None
-    if name not in registries.IMPORTED:
-      registries.IMPORTED.append(name)
+  registries.IMPORTED[:] = names  # this command's: hparams.json records them
   return names
 
 

@@ -14,6 +14,7 @@ from absl import flags, logging
 from tfrewind import flagdefs
 from tfrewind import hparams as hp_lib
 from tfrewind import platform
+from tfrewind import registries
 from tfrewind import stopping
 from tfrewind import store
 from tfrewind import sweep
@@ -156,7 +157,7 @@ def cmd_sweep(runs) -> int:
     args = ["tfrewind", "run", *keep, f"--method={hp.method}", f"--seed={hp.seed}"]
     if hp.by_level:
       args.append(f"--level={hp.level}")
-    elif hp.schedule == "one_shot":
+    elif registries.schedule(hp.schedule).point == "density":
       args.append(f"--density={hp.density!r}")
     if hp.retrain is not None:
       args.append(f"--retrain={hp.retrain}")

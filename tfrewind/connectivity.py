@@ -15,7 +15,6 @@ Example:
 from typing import Iterable, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 import tf_keras as keras
 from tfrewind import snapshots

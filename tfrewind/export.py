@@ -19,12 +19,13 @@ import tensorflow as tf
 from tfrewind import hparams as hp_lib
 from tfrewind import macs
 from tfrewind import store
+from tfrewind.errors import ConfigError
 from tfrewind import training
 from tfrewind.pruning import slim as slim_lib
 from tfrewind.pruning import sparsity
 
 
-class ExportError(ValueError):
+class ExportError(ConfigError):
   """A run that cannot be exported; the message says why and what to do."""
 
 

@@ -135,9 +135,8 @@ class HParams:
 
   @property
   def densities(self) -> Tuple[float, ...]:
-    if self.schedule == "one_shot":
-      return (self.density,)
-    return tuple(self.rate ** k for k in range(1, self.rounds + 1))
+    """The density after each round, by the schedule's registry entry."""
+    return registries.schedule(self.schedule).densities(self)
 
   def plan(self) -> plan_lib.Retrain:
     return plan_lib.retrain_plan(self.method, self.cycle_steps, self.to_steps("rewind_step"),

@@ -23,6 +23,7 @@ class Structure:
 
   reads: the HParams "prune" settings it reads besides density, scope and criterion
     (the others do not enter its run folders' names).
+  counts: what its --density counts (recorded in hparams.json); "" when pruned by level.
   by_level: pruned by --level (a fixed per-layer rule), not to a --density.
   silences_channels: removes whole output channels, so the BatchNorm after a pruned
     conv follows its mask (tfrewind.prunable(..., structure=...) builds ChannelNorms).
@@ -34,6 +35,7 @@ class Structure:
   help: str
   label: str
   reads: Tuple[str, ...] = ()
+  counts: str = "kernel weights"
   by_level: bool = False
   silences_channels: bool = False
   masks: Optional[Callable[..., List[np.ndarray]]] = None
@@ -62,12 +64,20 @@ class Criterion:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """When and how far a run prunes: its rounds' densities come from `reads`."""
+  """When and how far a run prunes.
+
+  densities: `fn(hp) -> the density after each round` (tfrewind.hparams.HParams).
+  reads: the settings that make those densities (a run's identity keeps them).
+  point: the setting that a sweep's --densities list varies (None: the rounds are the points).
+  tag: in run-folder names: "os"; with `numbered`, "it" + the round.
+  """
   name: str
   help: str
   label: str
-  tag: str  # in run-folder names: "os"; with `numbered`, "it" + the round
+  tag: str
   reads: Tuple[str, ...]
+  densities: Callable[..., Tuple[float, ...]]
+  point: Optional[str] = None
   numbered: bool = False
 
 
@@ -91,7 +101,8 @@ def _add(table: Dict, entry, kind: str, replace: bool):
 
 def register_structure(name: str, masks: Callable[..., List[np.ndarray]], help: str = "",  # pylint: disable=redefined-builtin
                        label: Optional[str] = None, reads: Sequence[str] = (),
-                       silences_channels: bool = False, replace: bool = False) -> Structure:
+                       counts: str = "kernel weights", silences_channels: bool = False,
+                       replace: bool = False) -> Structure:
   """Adds a structure whose masks `masks(weights, density, masks, scope, seed)` computes.
 
   Example:
@@ -100,7 +111,7 @@ def register_structure(name: str, masks: Callable[..., List[np.ndarray]], help: 
     ...           .reshape(w.shape).astype(np.float32) * m for w, m in zip(weights, masks)]
     >>> tfrewind.register_structure("halves", halves, help="the first half of each kernel")
   """
-  return _add(STRUCTURES, Structure(name, help or name, label or name, tuple(reads),
+  return _add(STRUCTURES, Structure(name, help or name, label or name, tuple(reads), counts,
                                     silences_channels=silences_channels, masks=masks),
               "structure", replace)
 
@@ -149,14 +160,15 @@ for _entry in (
     Structure("unstructured", "single weights", "unstructured"),
     Structure("channel", "whole output channels by mean score, one global threshold "
               "(Mikler)", "channel", reads=("channel_count", "classifier"),
+              counts="kernel weights in whole channels (--channel_count=channels: channels)",
               silences_channels=True),
     # Li et al. (2017) L1 filter pruning, settings A and B, with the original study's layer
     # lists and ratios (tfrewind.pruning.masks.filter_masks, FILTER_SETTINGS).
     Structure("structured_a", "Li et al. 2017 L1 filter pruning, setting A, as Renda et al. "
               "ran it (ResNet-56/110, one-shot, --level)", "Structured-A", reads=("level",),
-              by_level=True, silences_channels=True),
+              counts="", by_level=True, silences_channels=True),
     Structure("structured_b", "Li et al.'s setting B, likewise", "Structured-B",
-              reads=("level",), by_level=True, silences_channels=True)):
+              reads=("level",), counts="", by_level=True, silences_channels=True)):
   STRUCTURES[_entry.name] = _entry
 
 CRITERIA["magnitude"] = Criterion(
@@ -168,8 +180,11 @@ CRITERIA["random"] = Criterion(
     item_score=lambda w, axis, rng: rng.random(w.shape[axis]), control=True)
 
 SCHEDULES["one_shot"] = Schedule("one_shot", "prune once to --density", "one-shot", "os",
-                                 reads=("density",))
+                                 reads=("density",), densities=lambda hp: (hp.density,),
+                                 point="density")
 # A round's run is named by its number, so --rounds (how many follow) is not read by one.
 SCHEDULES["iterative"] = Schedule("iterative", "--rounds rounds, each keeping --rate of the "
                                   "remaining weights", "iterative", "it", reads=("rate",),
+                                  densities=lambda hp: tuple(hp.rate ** k
+                                                             for k in range(1, hp.rounds + 1)),
                                   numbered=True)

@@ -31,7 +31,7 @@ def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float
   """
   if base.by_level:
     points = [dict(level=level) for level in levels]
-  elif base.schedule == "one_shot":
+  elif registries.schedule(base.schedule).point == "density":
     points = [dict(density=density) for density in densities]
   else:
     points = [{}]

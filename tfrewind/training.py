@@ -134,6 +134,7 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
         # structured_a/b prune by per-layer ratios: their density is what the prune leaves.
         "density_target": (None if hp.by_level else hp.densities[phase.round - 1])
                           if phase.kind == "prune" else 1.0,
+        "density_counts": registries.structure(hp.structure).counts,
         "dense_run": dense_run, "steps": phase.end - phase.start,
         "epoch_steps": hp.steps_per_epoch(),
         # The user modules (--import) whose methods, criteria or structures this run may use.
@@ -150,7 +151,7 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
     try:
       checkpoints.read(checkpoint, phase.initial)
     except checkpoints.CheckpointError as e:
-      raise RuntimeError(f"{e}: delete the result.json beside it to retrain that run") from None
+      raise ConfigError(f"{e}: delete the result.json beside it to retrain that run") from None
   step = int(model.optimizer.iterations.numpy())
   if step < phase.start and (phase.kind != "dense" or step != 0):
     raise RuntimeError(f"{paths.dir}: starts at step {step}, expected {phase.start}")

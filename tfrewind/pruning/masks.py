@@ -35,7 +35,7 @@ COUNTS = ("weights", "channels")
 CLASSIFIERS = ("fixed", "rows")
 
 
-class NothingKept(ValueError):
+class NothingKept(ConfigError):
   """A density that keeps no item of a kernel (layerwise) or of all kernels (global)."""
 
 
