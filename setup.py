@@ -24,6 +24,10 @@ setup(
         "matplotlib>=3.7",
         "scikit-learn>=1.3",  # the offline `digits` dataset of the quickstart
     ],
-    extras_require={"test": ["pytest>=7.4", "pytest-xdist>=3.5"]},
+    extras_require={
+        "test": ["pytest>=7.4", "pytest-xdist>=3.5"],
+        # GPU machines without a system CUDA: TensorFlow's own CUDA and cuDNN wheels.
+        "cuda": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
     entry_points={"console_scripts": ["tfrewind=tfrewind.cli:run_main"]},
 )

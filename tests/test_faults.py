@@ -26,6 +26,7 @@ def test_kill_minus_9_at_random_points_then_every_run_finishes_once(tmp_path):
 # tests/test_preemption.py.
 
 
+@pytest.mark.slow
 def test_nan_loss_marks_the_run_failed_and_exits_nonzero(tmp_path, capsys):
   root = str(tmp_path / "runs")
   status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL,

@@ -9,7 +9,7 @@ import re
 import pytest
 from absl import flags
 
-from clitools import cli
+from clitools import QUICK, cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALUES = ("", "0", "-1", "abc")
@@ -147,3 +147,11 @@ def test_build_model_checks_overrides_against_the_builders_signature():
     registry.build_model("wrn16_8", shortcut="pad")
   with pytest.raises(errors.ConfigError, match="unknown initializer"):
     registry.build_model("resnet8", initializer="not_an_initializer")
+
+
+def test_require_gpu_without_one_is_one_line_before_anything_is_written(tmp_path, capsys):
+  root = tmp_path / "runs"
+  status, _, err = cli(["run", f"--flagfile={QUICK}", f"--root={root}", "--require_gpu",
+                        "--dataset=synthetic"], capsys)
+  assert status == 2 and "--require_gpu: TensorFlow sees no GPU here" in err, err
+  assert err.count("\n") == 1 and not root.exists()

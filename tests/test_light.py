@@ -20,6 +20,7 @@ def _imported_modules(args, cwd):
   return proc.stdout, names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["report", "--reference_only", "--out=OUT"],
     ["sweep", f"--flagfile={QUICK}", "--print", "--seeds=1,2"],

@@ -23,6 +23,7 @@ def test_a_users_criterion_and_method_run_through_run_and_report(tmp_path, capsy
   assert status == 0, err
   (name, result), = [(n, r) for n, r in results(root).items() if n.startswith("prune_")]
   assert "_half_lr_rewind_" in name and abs(result["density"] - 0.2) < 1e-3
+  assert result["devices"] == ["CPU"]  # what it trained on, in every result.json
   meta = json.load(open(os.path.join(root, name, "hparams.json")))
   assert meta["imports"] == ["plugin_example"]
   assert meta["hparams"]["criterion"] == "smallest"

@@ -65,10 +65,12 @@ def test_a_run_prints_progress_lines_and_no_tensorflow_chatter(tmp_path):
   assert proc.returncode == 0, out
   for noise in ("functional_saver", "absl::InitializeLog", "cuInit", "oneDNN"):
     assert noise not in out, noise
-  starts = re.findall(r"^\[(\d)/2\] finetune density 0\.\d+ seed \d: started$", proc.stdout, re.M)
+  starts = re.findall(r"^\[(\d)/2\] finetune density 0\.\d+ seed \d: started( on CPU)?$",
+                      proc.stdout, re.M)
   ends = re.findall(r"^\[(\d)/2\] finetune density (0\.\d+) seed 1: test 0\.\d{4} \([+-]\d+\.\d "
                     r"pt\) in \d+s; done (\d), left (\d)", proc.stdout, re.M)
-  assert starts == ["1", "2"] and [(e[0], e[2], e[3]) for e in ends] == [("1", "1", "1"),
+  # The first line names the devices it trains on.
+  assert starts == [("1", " on CPU"), ("2", "")] and [(e[0], e[2], e[3]) for e in ends] == [("1", "1", "1"),
                                                                       ("2", "2", "0")]
   assert "about" in proc.stdout.split("done 1, left 1")[1].splitlines()[0]
   assert "Epoch 1/" not in out  # no Keras bars: stdout is not a terminal

@@ -111,6 +111,7 @@ def test_report_writes_tables_and_figures_and_says_what_it_excluded(root, tmp_pa
   assert "1 failed excluded" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_reference_only_draws_every_published_curve(tmp_path):
   out = str(tmp_path / "ref")
   assert report_cli.main("unused", out, reference_only=True) == 0

@@ -1,9 +1,11 @@
 """tfrewind.sweep: the grid, the snapshot steps it needs, and the checks made before training."""
 
 import dataclasses
+import os
 
 import pytest
 
+from clitools import REPO, cli
 from tfrewind import hparams
 from tfrewind import sweep
 
@@ -63,3 +65,24 @@ def test_random_controls_add_the_random_mask_runs_of_their_methods_only():
       ("finetune", "magnitude")] * 2 + [("clr", "magnitude")] * 2 + [("clr", "random")] * 2
   assert sweep.grid(dataclasses.replace(BASE, criterion="random"), ["clr"], [0.5], [1],
                     random_controls=["clr"])[0].criterion == "random"
+
+
+def test_sweep_plan_counts_every_run_once_and_the_shareable_prefixes(capsys):
+  """Fine-tuning's budgets are prefixes of the largest (constant LR from the trained weights);
+  LR rewinding's are not (each replays another part of the schedule)."""
+  base = hparams.HParams(dataset="synthetic", model="resnet8", train_steps="40it",
+                         lr_boundaries=("20it", "30it"), rewind_step="10it")
+  runs = sweep.grid(base, ["finetune", "lr_rewind", "reinit"], [0.5, 0.2], [1],
+                    ["10it", "20it", "40it"])
+  cost = sweep.cost(runs)
+  # dense 40; finetune and lr_rewind (10 + 20 + 40) x 2 densities each; reinit 40 x 2
+  assert (cost["dense"], cost["retrain"], cost["runs"]) == (40, 2 * 70 + 2 * 70 + 2 * 40, 15)
+  assert cost["shareable"] == 2 * (70 - 40)
+  lines = sweep.cost_lines(cost, its=10.0)
+  assert lines[0] == "15 runs: 40 dense + 360 retraining = 400 optimizer steps"
+  assert "60 steps shareable -> 340" in lines[1]
+  status, out, _ = cli(["sweep", "--flagfile=" + os.path.join(REPO, "flags",
+                                                              "renda_resnet56_one_shot.flags"),
+                        "--plan"], capsys)
+  assert status == 0 and "213,324 dense" in out  # 3 seeds x 71,108
+  assert "(1.241x fewer" in out  # issue #25's "about 1.24x" for Renda's ResNet-56 one-shot

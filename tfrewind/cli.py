@@ -9,6 +9,7 @@
   tfrewind report --root=runs --out=report
   tfrewind bench
   tfrewind export --run=runs/prune_... --out=exported
+  tfrewind doctor --out=doctor
 
 The flags: tfrewind.flagdefs; the commands: tfrewind.commands.
 """

@@ -98,6 +98,15 @@ def _runner(strategy, snapshot_steps):
       worker=platform.worker_index(strategy)))
 
 
+def _devices():
+  """The devices of this process (in the first progress line and every result.json);
+  --require_gpu turns none into an error."""
+  found = platform.devices()
+  if FLAGS.require_gpu:
+    platform.require_gpu(found)
+  return found
+
+
 def check_run():
   return make_grid(check_networks=False)
 
@@ -108,12 +117,13 @@ def cmd_run(runs) -> int:
   t0 = time.time()
   # First: collective ops must be configured before any TF op runs.
   strategy = platform.strategy(FLAGS.distribution)
+  devices = _devices()
   sweep.check_densities(runs)
   runner = _runner(strategy, _snapshot_steps(runs))
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
     runner.arrays(hp)  # missing data fails here, before any training
   logging.info("root %s: %d runs", os.path.abspath(FLAGS.root), len(runs))
-  progress = progress_lib.Progress(runs)
+  progress = progress_lib.Progress(runs, devices=devices)
   for hp in runs:
     runner.run(hp, progress)
   _print_table(progress.rows)
@@ -131,7 +141,7 @@ def _print_table(rows):
 
 
 _GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "levels", "method", "density", "seed",
-               "retrain", "level", "print", "snapshot_steps", "random_controls")
+               "retrain", "level", "print", "plan", "its", "snapshot_steps", "random_controls")
 
 
 def check_sweep():
@@ -144,6 +154,9 @@ def cmd_sweep(runs) -> int:
   Every line carries the whole grid's --snapshot_steps, so whichever line trains
   a dense run first saves every rewind point that the others restore.
   """
+  if FLAGS.plan:
+    print("\n".join(sweep.cost_lines(sweep.cost(runs), FLAGS.its)))
+    return 0
   if not FLAGS.print:
     return cmd_run(runs)
   steps = _snapshot_steps(runs)
@@ -243,6 +256,7 @@ def cmd_stability(prepared) -> int:
   from tfrewind import stability  # pylint: disable=g-import-not-at-top
   base, seeds, densities, steps, runs = prepared
   strategy = platform.strategy(FLAGS.distribution)
+  _devices()
   sweep.check_densities(runs)
   runner = _runner(strategy, steps)
   runner.arrays(base)  # missing data fails here, before any training
@@ -269,6 +283,11 @@ def cmd_export(_) -> int:
   return 0
 
 
+def cmd_doctor(_) -> int:
+  from tfrewind import doctor  # pylint: disable=g-import-not-at-top
+  return doctor.run(FLAGS.out if FLAGS["out"].present else "doctor")
+
+
 # command -> (check, execute, needs TensorFlow, trains)
 _NONE = lambda: None  # noqa: E731
 COMMAND_TABLE = {
@@ -279,6 +298,7 @@ COMMAND_TABLE = {
     "report": (check_report, cmd_report, False, False),
     "bench": (check_bench, cmd_bench, True, False),
     "export": (check_export, cmd_export, True, False),
+    "doctor": (_NONE, cmd_doctor, True, False),
 }
 COMMANDS = tuple(COMMAND_TABLE)
 
@@ -290,7 +310,7 @@ def main(command: str) -> int:
   check, execute, uses_tf, trains = COMMAND_TABLE[command]
   prepared = check()
   if uses_tf is None:
-    uses_tf = trains = not FLAGS.print
+    uses_tf = trains = not (FLAGS.print or FLAGS.plan)
   if uses_tf:
     platform.start_tensorflow(FLAGS.verbose)
   if not trains:

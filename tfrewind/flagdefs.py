@@ -141,13 +141,19 @@ _list("snapshot_steps", [], "dense steps (iterations) to snapshot while training
 flags.DEFINE_enum("distribution", "auto", list(platform.DISTRIBUTIONS),
                   "auto: MirroredStrategy over all local GPUs when there are several")
 flags.DEFINE_boolean("jit_compile", False, "compile train steps with XLA")
+flags.DEFINE_boolean("require_gpu", False, "fail at once, in one line, when TensorFlow sees no GPU "
+                     "(instead of training on the CPU)")
 _number(flags.DEFINE_integer, "steps_per_execution", 1, "train steps per compiled call", min=1)
 flags.DEFINE_boolean("deterministic", False, "op determinism: resumed runs match bitwise")
 flags.DEFINE_boolean("print", False, "sweep: print one command per run instead of running")
+flags.DEFINE_boolean("plan", False, "sweep: print what the sweep costs (optimizer steps, dense "
+                     "and retraining, what shared prefixes would save, GPU hours) and stop")
+_number(flags.DEFINE_float, "its", None, "sweep --plan: training iterations per second for the "
+        "GPU hours (default: the reproduction's RTX 3080 speed of each network)", above=0)
 _number(flags.DEFINE_integer, "verbose", 1, "0: a line per run; 1: also Keras progress bars on "
         "a terminal (never in a log file); 2: everything, TensorFlow's own log lines included "
         "(each run folder's log.txt always has them)", min=0, max=2)
-_string("out", "report", "report/export: output folder")
+_string("out", "report", "report/export: output folder (doctor: default doctor/)")
 flags.DEFINE_boolean("reference_only", False, "report: draw only the published curves")
 flags.DEFINE_enum("metric", "final", ["final", "best"], "report: final test accuracy, or the "
                   "best epoch-end test accuracy (the reproduction's reported ACC)")
@@ -180,7 +186,7 @@ _number(flags.DEFINE_integer, "bench_batch", 128, "bench: batch size (the papers
 # run, sweep and stability; tests/test_flags.py walks each command's own).
 _HPARAMS = tuple(f.name for f in dataclasses.fields(hp_lib.HParams))
 _EXECUTION = ("root", "distribution", "jit_compile", "steps_per_execution", "deterministic",
-              "verbose", "import")
+              "verbose", "import", "require_gpu")
 COMMAND_FLAGS = {
     "run": _HPARAMS + _EXECUTION + ("methods", "densities", "levels", "seeds", "retrains",
                                     "random_controls", "step", "snapshot_steps"),
@@ -196,5 +202,6 @@ COMMAND_FLAGS = {
     "bench": ("dataset", "bench_models", "bench_inference", "bench_quickstart", "bench_repeats",
               "bench_steps", "bench_batch", "import"),
     "export": ("run", "out", "import"),
+    "doctor": ("out",),
 }
-COMMAND_FLAGS["sweep"] = COMMAND_FLAGS["run"] + ("print",)
+COMMAND_FLAGS["sweep"] = COMMAND_FLAGS["run"] + ("print", "plan", "its")

@@ -60,6 +60,14 @@ class Retrain:
   lr_shape: Optional[str] = None
   warmup: int = 0
 
+  @property
+  def budget_is_prefix(self) -> bool:
+    """True when the run of budget t is exactly the first t steps of a longer budget's: the
+    trained weights kept, a constant LR, no re-draw (fine-tuning; `custom` without steps).
+    A sweep then needs to train only its largest budget (tfrewind.sweep.cost)."""
+    return (self.weights_from is None and self.lr_from is None and self.lr_shape is None
+            and not self.reinit)
+
 
 @dataclasses.dataclass(frozen=True)
 class Method:

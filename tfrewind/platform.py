@@ -12,7 +12,7 @@ import glob
 import os
 import sys
 import tempfile
-from typing import Optional
+from typing import List, Optional
 
 from tfrewind import store
 from tfrewind.errors import UsageError
@@ -59,6 +59,24 @@ def start_tensorflow(verbose: int) -> None:
   with _filtered_stderr() if verbose < 2 else contextlib.nullcontext():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.list_physical_devices("GPU")
+
+
+def devices() -> List[str]:
+  """The devices TensorFlow trains on here: "GPU:0 (NVIDIA H200)", ..., else ["CPU"]."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = []
+  for i, gpu in enumerate(tf.config.list_physical_devices("GPU")):
+    name = tf.config.experimental.get_device_details(gpu).get("device_name", "")
+    out.append(f"GPU:{i}" + (f" ({name})" if name else ""))
+  return out or ["CPU"]
+
+
+def require_gpu(found: List[str]) -> None:
+  """--require_gpu: no GPU is one line, never a silent run on the CPU."""
+  if not any(d.startswith("GPU") for d in found):
+    raise UsageError("--require_gpu: TensorFlow sees no GPU here, so it would train on the CPU: "
+                     "install the CUDA libraries with pip install -e '.[cuda]' and check the "
+                     "driver with nvidia-smi")
 
 
 def strategy(choice: str):

@@ -28,8 +28,10 @@ class Progress:
   """Counts the runs of a sweep; the Runner calls `start` and `end` around each run."""
 
   def __init__(self, runs: Sequence[hp_lib.HParams], out: Optional[TextIO] = None,
-               clock=time.monotonic):
-    """out: where the lines go (default: sys.stdout as it is when a line is printed)."""
+               clock=time.monotonic, devices: Sequence[str] = ()):
+    """out: where the lines go (default: sys.stdout as it is when a line is printed);
+    devices: named in the first line."""
+    self.devices = list(devices)
     # one entry per run folder (iterative: per round), its network
     self.networks: List[str] = [hp.model for hp in runs for _ in hp.densities]
     self.out, self.clock = out, clock
@@ -45,7 +47,8 @@ class Progress:
 
   def start(self, hp: hp_lib.HParams, round_: int) -> None:
     self._started = self.clock()
-    print(f"{self._label(hp, round_)}: started", file=self.out or sys.stdout, flush=True)
+    on = f" on {', '.join(self.devices)}" if self.devices and self.done == 0 else ""
+    print(f"{self._label(hp, round_)}: started{on}", file=self.out or sys.stdout, flush=True)
 
   def end(self, hp: hp_lib.HParams, round_: int, paths: store.RunPaths,
           dense: store.RunPaths, trained: bool) -> None:

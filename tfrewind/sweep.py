@@ -115,3 +115,63 @@ def copies(hp: hp_lib.HParams, density: float, step: int):
   a = dataclasses.replace(hp, method="weight_rewind", schedule="one_shot", density=density,
                           rewind_step=f"{step}it", retrain=None, data_order=0)
   return a, dataclasses.replace(a, data_order=1)
+
+
+# Training speed of one RTX 3080 with TF 2.4 (Mikler 2021): the default of `sweep --plan`.
+PUBLISHED_ITS = {"resnet20": 59.0, "resnet56": 28.6, "resnet110": 15.9, "wrn16_8": 17.4}
+
+
+def cost(runs: Sequence[hp_lib.HParams]) -> dict:
+  """Optimizer steps of a sweep, each dense run and retraining round counted once.
+
+  Returns {"dense", "retrain", "total", "shareable", "runs", "by_model"}: "shareable"
+  is what training only the largest budget of each group of runs that differ by budget
+  alone would save, where a budget is a prefix of the larger ones
+  (plan.Retrain.budget_is_prefix; the first round only: a later round starts from its
+  own budget's previous round). by_model: {model: [total, shareable]}.
+  """
+  dense, rounds = {}, {}
+  for hp in runs:
+    dense[hp_lib.run_key(hp, 0)] = (hp.model, hp.cycle_steps)
+    retrain = hp.plan()
+    for r in range(1, len(hp.densities) + 1):
+      group = (hp_lib.run_key(dataclasses.replace(hp, retrain=None), r)
+               if r == 1 and retrain.budget_is_prefix else None)
+      rounds[hp_lib.run_key(hp, r)] = (hp.model, retrain.steps, group)
+  by_model = {}
+  for model, steps in dense.values():
+    by_model.setdefault(model, [0, 0])[0] += steps
+  groups = {}
+  for model, steps, group in rounds.values():
+    by_model.setdefault(model, [0, 0])[0] += steps
+    if group is not None:
+      groups.setdefault(group, (model, []))[1].append(steps)
+  shareable = 0
+  for model, steps in groups.values():
+    saved = sum(steps) - max(steps)
+    by_model[model][1] += saved
+    shareable += saved
+  dense_steps = sum(s for _, s in dense.values())
+  retrain_steps = sum(s for _, s, _ in rounds.values())
+  return {"dense": dense_steps, "retrain": retrain_steps, "total": dense_steps + retrain_steps,
+          "shareable": shareable, "runs": len(dense) + len(rounds), "by_model": by_model}
+
+
+def cost_lines(c: dict, its: Optional[float] = None) -> List[str]:
+  """What `sweep --plan` prints for cost(runs): steps, and GPU hours at `its` it/s (default:
+  the reproduction's RTX 3080 speed of each network, where it is known)."""
+  total, shared = c["total"], c["total"] - c["shareable"]
+  lines = [f"{c['runs']} runs: {c['dense']:,} dense + {c['retrain']:,} retraining = "
+           f"{total:,} optimizer steps",
+           f"shared prefixes (constant-LR budgets trained once, to the largest): "
+           f"{c['shareable']:,} steps shareable -> {shared:,} ({total / shared:.3f}x fewer; "
+           f"the sweep does not share them yet)"]
+  for model, (steps, saved) in sorted(c["by_model"].items()):
+    speed = its or PUBLISHED_ITS.get(model)
+    if speed:
+      source = "--its" if its else "Mikler's RTX 3080, TF 2.4"
+      lines.append(f"  {model}: {steps / speed / 3600:,.1f} GPU hours at {speed:g} it/s "
+                   f"({source}); {(steps - saved) / speed / 3600:,.1f} with shared prefixes")
+    else:
+      lines.append(f"  {model}: {steps:,} steps; pass --its=ITERATIONS_PER_SECOND for hours")
+  return lines

@@ -31,6 +31,7 @@ from tfrewind import hparams as hp_lib
 from tfrewind import lr as lr_lib
 from tfrewind import measure as measure_lib
 from tfrewind import names
+from tfrewind import platform
 from tfrewind import protocols
 from tfrewind import registries
 from tfrewind import rewind
@@ -259,7 +260,8 @@ def load_final(hp: hp_lib.HParams, paths: store.RunPaths, env: Optional[Env] = N
 def finish(hp, paths, model, checkpoint, bundle, kind, t0) -> None:
   """Writes the final checkpoint, then result.json (the run is finished from there on)."""
   result = measure_lib.measure(hp, model, bundle, pruned=kind == "prune")
-  result.update(wall_time_s=round(time.time() - t0, 3), kind=kind, **measure_lib.epoch_evaluations(hp, paths))
+  result.update(wall_time_s=round(time.time() - t0, 3), kind=kind,
+                devices=platform.devices(), **measure_lib.epoch_evaluations(hp, paths))
   tmp = tempfile.mkdtemp(prefix="final.tmp-", dir=paths.dir)
   checkpoint.write(os.path.join(tmp, "ckpt"))
   store.replace_dir(tmp, paths.final)
