@@ -59,3 +59,16 @@ def test_no_module_over_400_lines():
   long = {m: n for m, p in _modules().items()
           for n in [sum(1 for _ in open(p, encoding="utf-8"))] if n > 400}
   assert long == {}
+
+
+def test_the_suite_has_two_xdist_groups_only():
+  """clitools' PROCESSES and SWEEPS: with a third group of two or more tests, xdist would
+  deal both heavy groups to one worker (see clitools)."""
+  import re  # pylint: disable=g-import-not-at-top
+  names = set()
+  for folder, _, files in os.walk(os.path.join(REPO, "tests")):
+    for name in files:
+      if name.endswith(".py"):
+        names |= set(re.findall(r"xdist_group\(\"(\w+)\"\)",
+                                open(os.path.join(folder, name), encoding="utf-8").read()))
+  assert names == {"processes", "sweeps"}

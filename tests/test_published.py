@@ -24,10 +24,6 @@ def _budget_steps(epochs: int) -> int:
   return 71108 if epochs == 182 else math.ceil(50000 / 128 * epochs)
 
 
-# One worker computes the printed lines of every flag file once for all three tests.
-pytestmark = pytest.mark.xdist_group("published")
-
-
 @pytest.fixture(scope="module")
 def printed_runs():
   """{flag file: [HParams of each line of its `sweep --print`]}, every flag file."""
