@@ -82,17 +82,25 @@ def test_stopped_and_killed_runs_resume_where_they_stopped_bitwise_equal(tmp_pat
     assert [n for n in wa if wa[n] != wb[n]] == [], prefix
 
 
-@pytest.mark.slow
-@PROCESSES
-@pytest.mark.parametrize("signal, status", [("TERM", -15), ("INT", -2)])
-def test_a_second_signal_stops_at_once(tmp_path, signal, status):
-  """A second SIGTERM kills the process as SIGTERM does; a second SIGINT raises
-  KeyboardInterrupt (Python then ends by SIGINT): no checkpoint of the step."""
-  root = str(tmp_path / "runs")
-  got, out = _run(ARGS + [f"--root={root}"], tmp_path, at=17, times=2, signal=signal)
-  assert got == status, out
-  assert "stopped by SIG" not in out
-  assert not glob.glob(os.path.join(root, "dense_*", "backup", "ckpt-17.index"))
+@pytest.mark.parametrize("signal_name, status", [("TERM", -15), ("INT", -2)])
+def test_a_second_signal_stops_at_once(tmp_path, signal_name, status):
+  """tfrewind.stopping in a process of its own: the first signal is a request (the process
+  goes on), a second SIGTERM kills it as SIGTERM does, a second SIGINT raises
+  KeyboardInterrupt (Python then ends by SIGINT). The first signal's stop inside fit() at a
+  step, and its checkpoint: the test above."""
+  code = (f"import os, signal, sys, time\n"
+          f"from tfrewind import stopping\n"
+          f"stopping.install()\n"
+          f"os.kill(os.getpid(), signal.SIG{signal_name})\n"
+          f"assert stopping.requested() == signal.SIG{signal_name}\n"
+          f"print('requested', flush=True)\n"
+          f"os.kill(os.getpid(), signal.SIG{signal_name})\n"
+          f"time.sleep(30)\n"
+          f"print('not stopped', flush=True)\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=60, check=False, cwd=tmp_path)
+  assert proc.returncode == status, proc.stdout + proc.stderr
+  assert proc.stdout.split() == ["requested"]
 
 
 @pytest.mark.parametrize("signal_name", ["USR1", "TERM"])
