@@ -98,9 +98,12 @@ def run_main(argv: Optional[List[str]] = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   helps = {"-h", "--help", "--helpshort", "--helpfull"} & set(argv[1:])
   if helps:
-    print(__doc__)
-    # --helpfull adds absl's own flags (logging, ...); the others list tfrewind's.
-    print(FLAGS.get_help() if "--helpfull" in helps else FLAGS.module_help(flagdefs))
+    try:
+      print(__doc__)
+      # --helpfull adds absl's own flags (logging, ...); the others list tfrewind's.
+      print(FLAGS.get_help() if "--helpfull" in helps else FLAGS.module_help(flagdefs))
+    except BrokenPipeError:  # `tfrewind run --help | head`: the reader has what it wanted
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   if len(argv) < 2 or argv[1] not in COMMANDS:
     got = argv[1] if len(argv) > 1 else "nothing"
