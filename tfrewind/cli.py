@@ -88,6 +88,12 @@ def import_plugins(args: List[str]) -> List[str]:
   return names
 
 
+def _reader_gone() -> None:
+  """`tfrewind sweep --print | head`: the reader has what it wanted. Later writes (and the
+  interpreter's flush at exit) go to /dev/null instead of raising again."""
+  os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _fail(message: str, status: int = 2):
   print(f"tfrewind: error: {message}", file=sys.stderr)
   sys.exit(status)
@@ -102,8 +108,8 @@ def run_main(argv: Optional[List[str]] = None) -> None:
       print(__doc__)
       # --helpfull adds absl's own flags (logging, ...); the others list tfrewind's.
       print(FLAGS.get_help() if "--helpfull" in helps else FLAGS.module_help(flagdefs))
-    except BrokenPipeError:  # `tfrewind run --help | head`: the reader has what it wanted
-      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:
+      _reader_gone()
     sys.exit(0)
   if len(argv) < 2 or argv[1] not in COMMANDS:
     got = argv[1] if len(argv) > 1 else "nothing"
@@ -139,8 +145,8 @@ def _guarded_main(command):
   except Stopped as e:
     print(f"tfrewind: {e}", file=sys.stderr)
     return 128 + e.signum
-  except BrokenPipeError:  # `tfrewind sweep --print | head`: the reader has what it wanted
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+  except BrokenPipeError:
+    _reader_gone()
     return 141
   except ConfigError as e:  # a bad setting; any other exception is a bug: its traceback stays
     _fail(str(e))

@@ -43,15 +43,6 @@ def _pick(single: str, plural: str, convert):
   return [convert(v) for v in FLAGS[plural].value]
 
 
-def _int(name):
-  def convert(v):
-    try:
-      return int(v)
-    except ValueError:
-      raise UsageError(f"--{name}: {v!r} is not an integer") from None
-  return convert
-
-
 def _densities() -> List[float]:
   if FLAGS["density"].present or not FLAGS.densities:
     return [FLAGS.density]
@@ -66,10 +57,10 @@ def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
   """
   base = base_hparams()
   methods = _pick("method", "methods", str)
-  seeds = _pick("seed", "seeds", _int("seeds"))
+  seeds = _pick("seed", "seeds", int)  # the flag's validator checked each
   retrains = _pick("retrain", "retrains", str)
   densities = _densities()
-  levels = _pick("level", "levels", _int("levels"))
+  levels = _pick("level", "levels", int)
   unknown = sorted(set(FLAGS.random_controls) - set(methods))
   if unknown:
     raise UsageError(f"--random_controls={','.join(unknown)} names no method of the grid "

@@ -24,7 +24,7 @@ from absl import logging
 
 from tfrewind import hparams as hp_lib
 from tfrewind import registries
-from tfrewind.errors import ConfigError
+from tfrewind.errors import ConfigError, UsageError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +107,6 @@ def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
 
 def finished_run(run_dir: str) -> RunPaths:
   """The paths of the finished run in `run_dir`, or UsageError naming what is missing."""
-  from tfrewind.errors import UsageError  # pylint: disable=g-import-not-at-top
   paths = RunPaths(os.path.normpath(run_dir))
   if not os.path.isdir(paths.dir):
     raise UsageError(f"--run={run_dir} does not exist or is not a folder: pass one run folder, "
