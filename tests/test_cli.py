@@ -71,6 +71,8 @@ def test_every_flag_file_parses_and_validates(capsys):
   assert counts["wrn16_8_iterative.flags"] == 3
   # 6 methods x 10 densities x 10 budgets, and clr again on random masks, 3 trials
   assert counts["retraining_variants.flags"] == 2100
+  assert counts["gmp_resnet20.flags"] == 20 * 2  # 20 densities x 2 budgets, no method
+  assert counts["init_pruning_resnet20.flags"] == 20 + 4 * 20  # lr_rewind, 4 criteria at init
   flags.FLAGS(["tfrewind"] + cli_lib.expand_flagfiles([
       f"--flagfile={os.path.join(REPO, 'flags', 'resnet20_one_shot.flags')}",
       f"--flagfile={os.path.join(REPO, 'flags', 'common', 'controls.flags')}"]))
@@ -197,7 +199,7 @@ BAD = [
     (["--rewind_step=400it"], "rewind_step"),
     (["--rewind_step=5ep"], "rewind_step"),
     (["--methods=prune_harder"], "not a method"),
-    (["--schedule=gradual"], "schedule"),
+    (["--schedule=cosine"], "schedule"),
     (["--train_steps=ten"], "not a step count"),
     (["--lr_boundaries=900it"], "lr_boundaries"),
     (["--dataset=mnist"], "dataset"),

@@ -38,8 +38,11 @@ class StopAtStep(keras.callbacks.Callback):
 
 
 def all_finite(model) -> bool:
+  """Every weight finite; TF-MOT's `threshold` variables aside, which hold NaN when a prune has
+  no magnitude threshold (random, SynFlow, a control: tfrewind.pruning.sparsity)."""
   return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in model.weights
-                             if v.dtype.is_floating]).numpy())
+                             if v.dtype.is_floating and
+                             not v.name.split("/")[-1].startswith("threshold")]).numpy())
 
 
 class EpochBackup(keras.callbacks.Callback):

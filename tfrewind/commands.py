@@ -65,8 +65,10 @@ def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
   if unknown:
     raise UsageError(f"--random_controls={','.join(unknown)} names no method of the grid "
                      f"({','.join(methods)})")
-  runs = sweep.grid(base, methods, densities, seeds, retrains, FLAGS.random_controls, levels)
+  runs = sweep.grid(base, methods, densities, seeds, retrains, FLAGS.random_controls, levels,
+                    FLAGS.controls, FLAGS.at_init, FLAGS.train_budgets)
   sweep.validate(runs)
+  runs = sweep.unique(runs)
   if check_networks:
     sweep.check_densities(runs)
   return runs
@@ -125,14 +127,23 @@ def cmd_run(runs) -> int:
 
 
 def _print_table(rows):
-  print(f"\n{'seed':>4}  {'method':<14} {'density':>8}  {'test acc':>8}  {'dense':>6}  {'change':>7}")
+  width = max([14] + [len(r[1]) for r in rows])
+  print(f"\n{'seed':>4}  {'method':<{width}} {'density':>8}  {'test acc':>8}  {'dense':>6}  "
+        f"{'change':>7}")
   for seed, method, density, acc, dense in rows:
-    print(f"{seed:>4}  {method:<14} {density:>8.4f}  {acc:>8.4f}  {dense:>6.4f}  "
-          f"{100 * (acc - dense):>+6.2f}pt")
+    print(f"{seed:>4}  {method:<{width}} {density:>8.4f}  {acc:>8.4f}  " + (
+        f"{dense:>6.4f}  {100 * (acc - dense):>+6.2f}pt" if dense is not None else
+        f"{'-':>6}  {'-':>7}"))
 
 
 _GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "levels", "method", "density", "seed",
-               "retrain", "level", "print", "plan", "its", "snapshot_steps", "random_controls")
+               "retrain", "level", "print", "plan", "its", "snapshot_steps", "random_controls",
+               "controls", "at_init", "train_budgets")
+
+
+# The settings a grid flag changes besides the method, seed, density, level and budget.
+_VARIED = ("criterion", "control", "mask_from", "rewind_step", "train_steps", "lr_boundaries",
+           "gradual_end")
 
 
 def check_sweep():
@@ -157,8 +168,16 @@ def cmd_sweep(runs) -> int:
   keep = [FLAGS[name].serialize() for name in COMMAND_FLAGS["run"]
           if FLAGS[name].present and name not in _GRID_FLAGS]
   seen = set()
+  base = base_hparams()
   for hp in runs:
-    args = ["tfrewind", "run", *keep, f"--method={hp.method}", f"--seed={hp.seed}"]
+    scratch = registries.schedule(hp.schedule).from_scratch  # no method to name
+    args = ["tfrewind", "run", *keep, *([] if scratch else [f"--method={hp.method}"]),
+            f"--seed={hp.seed}"]
+    # What --controls, --at_init and --train_budgets set differently from the flags.
+    for name in _VARIED:
+      value = getattr(hp, name)
+      if value != getattr(base, name):
+        args.append(f"--{name}={','.join(value) if isinstance(value, tuple) else value}")
     if hp.by_level:
       args.append(f"--level={hp.level}")
     elif registries.schedule(hp.schedule).point == "density":

@@ -14,19 +14,28 @@ Example:
   >>> runner.branch(HParams(model="resnet20", method="lr_rewind", density=0.107))
 """
 
+import hashlib
+import io
+import itertools
+import json
 import os
 from typing import Dict, List, Optional
+
+import numpy as np
 
 from absl import logging
 
 from tfrewind import data as data_lib
+from tfrewind import gradual
 from tfrewind import hparams as hp_lib
 from tfrewind import platform
 from tfrewind import protocols
+from tfrewind import registries
 from tfrewind import rewind
 from tfrewind import snapshots
 from tfrewind import store
 from tfrewind import training
+from tfrewind.pruning import saliency
 from tfrewind.pruning import schedules
 from tfrewind.pruning.spec import PruneSpec
 from tfrewind.training import Env, Phase  # noqa: F401  (Env: the Runner's argument, re-exported)
@@ -88,9 +97,12 @@ class Runner:
     paths = store.branch_paths(self.env.root, hp, round_)
     if self.owner.finished(paths):
       return self.owner.readable(paths)
+    if registries.schedule(hp.schedule).from_scratch:
+      return self._from_scratch(hp, paths)
     previous = self.dense(hp) if round_ == 1 else self.branch(hp, round_ - 1)
     plan = hp.plan()
     snapshot = None if plan.weights_from is None else self.dense_at(hp, plan.weights_from)
+    scores = self.scores(hp, hp.densities[round_ - 1]) if needs_scores(hp) else None
     start = hp.cycle_steps + (round_ - 1) * plan.steps
     with self.owner.locked(paths):
       if not self.owner.finished(paths):
@@ -102,7 +114,7 @@ class Runner:
             warmup=hp.warmup, protocol=hp.protocol, prune=PruneSpec.from_hparams(hp),
             reset_momentum=hp.reset_momentum, restore_optimizer=hp.restore_optimizer,
             dense_trained=True, snapshot=snapshot, start_step=start, first_round=round_,
-            verbose=self.env.verbose)
+            verbose=self.env.verbose, scores=scores)
         training.train_phase(
             hp, self.owner.own(paths),
             Phase("prune", round_, start, start + plan.steps, initial=previous.final_ckpt,
@@ -110,6 +122,53 @@ class Runner:
             self.env, self.data,
             dense_run=os.path.basename(store.dense_paths(self.env.root, hp).dir))
     return self.owner.readable(paths)
+
+  def _from_scratch(self, hp: hp_lib.HParams, paths: store.RunPaths) -> store.RunPaths:
+    """A gradual run: one phase from the dense trunk's initialisation and data order, pruned
+    as it trains (tfrewind.gradual); it needs no dense network."""
+    begin, end, every = registries.gradual_steps(hp)
+    with self.owner.locked(paths):
+      if not self.owner.finished(paths):
+        callback = gradual.GradualCallback(hp.density, begin, end, every, hp.gradual_power,
+                                           prune=PruneSpec.from_hparams(hp),
+                                           verbose=self.env.verbose)
+        training.train_phase(
+            hp, self.owner.own(paths),
+            Phase("prune", 1, 0, hp.cycle_steps, callbacks=[callback], stream=0), self.env,
+            self.data, dense_run=os.path.basename(store.dense_paths(self.env.root, hp).dir))
+    return self.owner.readable(paths)
+
+  def scores(self, hp: hp_lib.HParams, density: float) -> List[np.ndarray]:
+    """The criterion's scores of the dense trunk's network at --mask_from (default: its end),
+    computed once per dense run, step and criterion (SynFlow's: per density and rule too) and
+    kept beside its snapshots (scores/<name>.npz), so each density and method reuses them."""
+    step = hp.cycle_steps if hp.mask_from is None else hp.to_steps("mask_from")
+    entry = registries.criterion(hp.criterion)
+    spec = PruneSpec.from_hparams(hp)
+    name = f"{hp.criterion}_step{step}"
+    if "batches" in entry.needs:
+      name += f"_b{hp.criterion_batches}"
+    if entry.per_density:
+      rule = json.dumps([spec.kwargs(), hp.synflow_rounds], sort_keys=True).encode()
+      name += f"_d{density:.6g}_{hashlib.sha256(rule).hexdigest()[:8]}"
+    dense = self.dense(hp)
+    path = os.path.join(dense.dir, "scores", f"{name}.npz")
+    if not os.path.exists(path):
+      # Before the lock: a missing snapshot is replayed under it.
+      snapshot = self._snapshot(hp, step) if step < hp.cycle_steps else None
+      own = self.owner.own(store.dense_paths(self.env.root, hp))
+      path = os.path.join(own.dir, "scores", f"{name}.npz")
+      with self.owner.locked(own):
+        if not os.path.exists(path):
+          model = training.network_at(hp, dense, snapshot, self.env)
+          batches = list(itertools.islice(iter(self.data(hp, 0, 0).train),
+                                          hp.criterion_batches))
+          found = saliency.scores(model, spec, density, batches, hp.synflow_rounds)
+          buffer = io.BytesIO()
+          np.savez(buffer, *found)
+          store.atomic_write(path, buffer.getvalue())
+    with np.load(path) as data:
+      return [data[f"arr_{i}"] for i in range(len(data.files))]
 
   def run(self, hp: hp_lib.HParams, progress=None) -> List[store.RunPaths]:
     """Every round of `hp`'s branch (and its dense run), in order: their run folders.
@@ -123,7 +182,8 @@ class Runner:
         progress.start(hp, r)
       out.append(self.branch(hp, r))
       if progress:
-        progress.end(hp, r, out[-1], self.dense(hp), trained)
+        progress.end(hp, r, out[-1], None if registries.schedule(hp.schedule).from_scratch
+                     else self.dense(hp), trained)
     return out
 
   # ------------------------------------------------------------------ data
@@ -156,3 +216,9 @@ def _readable_snapshot(path) -> bool:
     return True
   except Exception:  # pylint: disable=broad-except  (zip, npz and IO errors alike)
     return False
+
+
+def needs_scores(hp: hp_lib.HParams) -> bool:
+  """The branch prunes by scores computed apart: of another step's network, or of a criterion
+  that scores the network itself (gradients, SynFlow)."""
+  return hp.mask_from is not None or registries.criterion(hp.criterion).scores_model

@@ -112,6 +112,18 @@ def _method_item(text):
   return None if text in plan.METHODS else f"not a method: use {', '.join(plan.METHODS)}"
 
 
+def _control_item(text):
+  from tfrewind import registries  # pylint: disable=g-import-not-at-top
+  return None if text in registries.CONTROLS else (
+      f"not a control: use {', '.join(registries.CONTROLS)}")
+
+
+def _criterion_item(text):
+  from tfrewind import registries  # pylint: disable=g-import-not-at-top
+  return None if text in registries.CRITERIA else (
+      f"not a criterion: use {', '.join(registries.CRITERIA)}")
+
+
 def _model_item(text):
   from tfrewind import names  # pylint: disable=g-import-not-at-top
   return None if names.match_model(text) else f"not a network: use {names.MODEL_HELP}"
@@ -131,6 +143,15 @@ _list("retrains", None, "grid: retraining budgets, e.g. 10ep,40ep (Renda)",
       item=lambda t: hp_lib.check_item("retrain", t))
 _list("random_controls", [], "grid: methods also run with --criterion=random (the same counts, "
       "a random mask), e.g. clr", item=_method_item, empty="no random controls")
+_list("controls", [], "grid: every run also once with each control (shuffle_masks, "
+      "shuffle_weights, shuffle_layers: the reproduction's), e.g. "
+      "--flagfile=flags/common/shuffle_controls.flags", item=_control_item, empty="no controls")
+_list("at_init", [], "grid: criteria also run as pruning at initialisation (--mask_from=0it "
+      "--method=weight_rewind --rewind_step=0it), e.g. snip,grasp,synflow,random",
+      item=_criterion_item, empty="none")
+_list("train_budgets", [], "grid: --train_steps values, each stretching the LR schedule with it "
+      "(boundaries and --gradual_end scale): a gradual run's total budgets, e.g. 36ep,72ep",
+      item=lambda t: hp_lib.check_item("train_steps", t), empty="--train_steps alone")
 _number(flags.DEFINE_float, "step", None, "iterative: fraction of the remaining weights removed "
         "per round (sets --rate to 1 - step)", above=0, below=1)
 _string("root", "runs", "folder of run folders")
@@ -189,12 +210,14 @@ _EXECUTION = ("root", "distribution", "jit_compile", "steps_per_execution", "det
               "verbose", "import", "require_gpu")
 COMMAND_FLAGS = {
     "run": _HPARAMS + _EXECUTION + ("methods", "densities", "levels", "seeds", "retrains",
-                                    "random_controls", "step", "snapshot_steps"),
+                                    "random_controls", "step", "snapshot_steps", "controls",
+                                    "at_init", "train_budgets"),
     # Its copies are weight-rewinding runs at (density, K): method, schedule, K, budget and
     # data order are set by the analysis.
     "stability": tuple(n for n in _HPARAMS if n not in (
         "method", "schedule", "rate", "rounds", "rewind_step", "retrain", "weights_from",
-        "lr_from", "data_order")) + _EXECUTION + (
+        "lr_from", "data_order", "gradual_begin", "gradual_end", "gradual_every",
+        "gradual_power")) + _EXECUTION + (
             "densities", "seeds", "rewind_steps", "alphas", "bn", "bn_batches", "stable_below",
             "out"),
     "models": (),

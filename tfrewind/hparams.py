@@ -20,6 +20,8 @@ from tfrewind import names
 from tfrewind import plan as plan_lib
 from tfrewind import protocols
 from tfrewind import registries
+from tfrewind.steps import (BOUNDS, bounds_text, expand_densities, out_of_bounds,  # noqa: F401
+                            parse_steps, STEPS_RE)
 from tfrewind.pruning import masks as masks_lib
 from tfrewind.errors import ConfigError
 
@@ -86,6 +88,24 @@ class HParams:
   level: int = _f(1, "prune", "structured_a/b: Li et al.'s ratios compound level times "
                   "(1-(1-r)^level of each listed conv's filters; the released trials: 1..5)", min=1)
   criterion: str = _f("magnitude", "prune", registries.help_text(registries.CRITERIA))
+  criterion_batches: int = _f(1, "prune", "snip/grasp: training batches they score, the first "
+                              "of the seed's dense data order", min=1)
+  synflow_rounds: int = _f(100, "prune", "synflow: prunes towards the density, exponentially "
+                           "spaced", min=1)
+  mask_from: Optional[str] = _f(None, "prune", "the dense-trunk step whose network the criterion "
+                                "scores, 0 the initialisation (default: the end of dense "
+                                "training)", min=0)
+  control: Optional[str] = _f(None, "prune", registries.help_text(registries.CONTROLS))
+  keep_dense: Optional[str] = _f(None, "prune", "regular expression on layer names whose kernels "
+                                 "are never pruned, e.g. 'stem_conv|logits'; the density counts "
+                                 "the other kernels")
+  gradual_begin: str = _f("0it", "prune", "gradual: the first prune's step", min=0)
+  gradual_end: Optional[str] = _f(None, "prune", "gradual: the step where the density reaches "
+                                  "--density (default: the first LR boundary, else the end)",
+                                  min=1)
+  gradual_every: str = _f("100it", "prune", "gradual: steps between prunes (TF-MOT's frequency)",
+                          min=1)
+  gradual_power: float = _f(3.0, "prune", "gradual: the polynomial's exponent p", above=0)
   # retraining
   method: str = _f("lr_rewind", "retrain", "; ".join(
       f"{m.name}: {m.help}" for m in plan_lib.METHODS.values()))
@@ -235,6 +255,13 @@ class HParams:
                           ("classifier", masks_lib.CLASSIFIERS)):
       if getattr(self, name) not in allowed:
         raise ConfigError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
+    if self.control is not None:
+      registries.control(self.control)
+    if self.keep_dense is not None:
+      masks_lib.keep_dense_pattern(self.keep_dense)
+    check = registries.schedule(self.schedule).check
+    if check is not None:
+      check(self)
     if self.by_level:
       nets = masks_lib.filter_networks(self.structure)
       if self.model not in nets:
@@ -246,34 +273,24 @@ class HParams:
       if self.level < 1:
         raise ConfigError(f"--level must be >= 1, got {self.level}")
     k = self.to_steps("rewind_step")
+    if registries.schedule(self.schedule).from_scratch:
+      return self  # no retraining method: its settings are not read
     if not 0 <= k < n:
       raise ConfigError(f"--rewind_step={self.rewind_step} ({k} iterations) is not inside the "
                        f"dense cycle of {n} iterations: rewind to a step before the end")
+    m = self.to_steps("mask_from")
+    if m is not None and not 0 <= m <= n:
+      raise ConfigError(f"--mask_from={self.mask_from} ({m} iterations) is not a step of the "
+                        f"dense cycle of {n} iterations: 0 is the initialisation, {n} its end")
     self.plan()  # unknown method, bad budget or custom steps
     return self
 
 
 STEP_FIELDS = ("train_steps", "epoch_steps", "lr_boundaries", "rewind_step", "retrain",
-                "weights_from", "lr_from")
-_STEPS_RE = r"\s*(-?\d+(?:\.\d+)?)\s*(it|ep)?\s*"
-BOUNDS = ("min", "above", "max", "below")
-
-
+               "weights_from", "lr_from", "mask_from", "gradual_begin", "gradual_end",
+               "gradual_every")
 def _shown(value) -> str:
   return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
-
-
-def bounds_text(meta) -> str:
-  """'>= 1', '> 0 and <= 1', ...: a field's (or flag's) declared bounds, for help and errors."""
-  ops = {"min": ">=", "above": ">", "max": "<=", "below": "<"}
-  return " and ".join(f"{ops[k]} {meta[k]}" for k in BOUNDS if meta.get(k) is not None)
-
-
-def out_of_bounds(number: float, meta) -> bool:
-  return ((meta.get("min") is not None and number < meta["min"]) or
-          (meta.get("above") is not None and number <= meta["above"]) or
-          (meta.get("max") is not None and number > meta["max"]) or
-          (meta.get("below") is not None and number >= meta["below"]))
 
 
 def check_field(name: str, value) -> Optional[str]:
@@ -299,7 +316,7 @@ def check_item(name: str, value) -> Optional[str]:
   if isinstance(value, str) and not value.strip():
     return "empty: give a value, or leave the flag out"
   if name in STEP_FIELDS:
-    match = re.fullmatch(_STEPS_RE, str(value))
+    match = re.fullmatch(STEPS_RE, str(value))
     if not match:
       return "not a step count: write e.g. 8000it or 4ep"
     number = float(match.group(1))
@@ -318,28 +335,6 @@ def _train_size(hp):
   return hp.synthetic_size if size is None else size
 
 
-def parse_steps(value, steps_per_epoch: Optional[int], name: str = "steps") -> int:
-  """'8000it' -> 8000, '4ep' -> 4 * steps_per_epoch, 300 -> 300.
-
-  Example:
-    >>> parse_steps("4ep", 2000)
-    8000
-  """
-  if isinstance(value, int) and not isinstance(value, bool):
-    return value
-  match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*", str(value))
-  if not match:
-    raise ConfigError(f"--{name}={value!r} is not a step count: write e.g. 8000it or 4ep")
-  number, unit = float(match.group(1)), match.group(2) or "it"
-  if unit == "ep":
-    if steps_per_epoch is None:
-      raise ConfigError(f"--{name}={value!r} counts epochs, but epoch_steps is itself in epochs")
-    number *= steps_per_epoch
-  if number != int(number):
-    raise ConfigError(f"--{name}={value!r} is not a whole number of iterations")
-  return int(number)
-
-
 def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
   """What names a run: round 0 is the dense network, round r >= 1 a retraining round.
 
@@ -353,14 +348,19 @@ def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
   branch = hp.canonical(BRANCH_GROUPS)
   # The prune settings that the schedule and the structure read (tfrewind.registries); a
   # round's identity has its number, so --rounds (how many there are) never enters.
-  prune_reads = ({"schedule", "scope", "structure", "criterion"}
-                 | set(registries.schedule(hp.schedule).reads)
-                 | set(registries.structure(hp.structure).reads))
+  schedule = registries.schedule(hp.schedule)
+  # mask_from, control and keep_dense are unset by default: they enter only when set.
+  prune_reads = ({"schedule", "scope", "structure", "criterion", "mask_from", "control",
+                  "keep_dense"} | set(schedule.reads)
+                 | set(registries.structure(hp.structure).reads)
+                 | set(registries.criterion(hp.criterion).reads))
   if hp.by_level:
     prune_reads.discard("density")
   unused = tuple(f.name for f in dataclasses.fields(hp)
                  if f.metadata["group"] == "prune" and f.name not in prune_reads)
   reads = set(plan_lib.METHODS[hp.method].reads) | {"method", "reset_momentum", "data_order"}
+  if schedule.from_scratch:  # pruned while training from scratch: no retraining method
+    reads = set()
   if hp.reset_momentum:  # a fresh optimizer state at the prune: nothing of step K's is kept
     reads.discard("restore_optimizer")
   unused += tuple(f.name for f in dataclasses.fields(hp)
@@ -380,19 +380,12 @@ def run_key(hp: HParams, round_: int = 0) -> str:
   return hashlib.sha256(json.dumps(identity(hp, round_), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def expand_densities(spec: str) -> List[float]:
-  """'0.8^1..20' -> [0.8, 0.64, ...]; '0.5,0.25' -> [0.5, 0.25]. Derived, never pasted."""
-  out = []
-  for part in str(spec).split(","):
-    part = part.strip()
-    m = re.fullmatch(r"(\d*\.?\d+)\^(\d+)(?:\.\.(\d+))?", part)
-    if m:
-      base, lo = float(m.group(1)), int(m.group(2))
-      hi = int(m.group(3) or lo)
-      out += [base ** k for k in range(lo, hi + 1)]
-    else:
-      try:
-        out.append(float(part))
-      except ValueError:
-        raise ConfigError(f"--densities: {part!r} is neither a number nor RATE^A..B") from None
-  return out
+def series(hp: HParams, total_steps=None) -> str:
+  """What a run is called in progress lines and the report: its method, with the criterion,
+  control and scoring step when not the defaults (lr_rewind_random, weight_rewind_snip_from0);
+  a gradual run by its schedule and, given them, its total optimizer steps (gradual@600)."""
+  if registries.schedule(hp.schedule).from_scratch:
+    return hp.schedule + (f"@{total_steps}" if total_steps else "")
+  return "_".join([hp.method] + ([hp.criterion] if hp.criterion != "magnitude" else [])
+                  + ([hp.control] if hp.control else [])
+                  + ([f"from{hp.to_steps('mask_from')}"] if hp.mask_from is not None else []))

@@ -17,9 +17,11 @@ def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle, pruned: bool = T
   """What result.json records of a trained model (less the wall time); the parameters left
   after removing channels only for a pruned one (a dense run serves every structure)."""
   evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
-  density = float(sparsity.density(model))
+  density = float(sparsity.density(model, hp.keep_dense))
   result = {"test_accuracy": float(evaluation["accuracy"]),
             "test_loss": float(evaluation["loss"]), "density": density,
+            # With --keep_dense, "density" counts the prunable kernels (as the target does).
+            "density_all_kernels": float(sparsity.density(model)),
             "layer_densities": sparsity.layer_densities(model),
             "steps": int(model.optimizer.iterations.numpy())}
   macs = flops_lib.flops(model)

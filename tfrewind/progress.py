@@ -11,6 +11,7 @@ import time
 from typing import Dict, List, Optional, Sequence, TextIO
 
 from tfrewind import hparams as hp_lib
+from tfrewind import registries
 from tfrewind import store
 
 
@@ -43,7 +44,7 @@ class Progress:
   def _label(self, hp: hp_lib.HParams, round_: int) -> str:
     point = (f"{hp.structure} level {hp.level}" if hp.by_level
              else f"density {hp.densities[round_ - 1]:.4g}")
-    return f"[{self.done + 1}/{len(self.networks)}] {hp.method} {point} seed {hp.seed}"
+    return f"[{self.done + 1}/{len(self.networks)}] {hp_lib.series(hp)} {point} seed {hp.seed}"
 
   def start(self, hp: hp_lib.HParams, round_: int) -> None:
     self._started = self.clock()
@@ -57,15 +58,19 @@ class Progress:
     label = self._label(hp, round_)
     result = store.read_json(paths.result)
     accuracy = result["test_accuracy"]
-    dense_accuracy = store.read_json(dense.result)["test_accuracy"]
+    # A gradual run has no dense network of its own: the trunk of its settings, if trained.
+    dense_result = store.read_json(dense.result) if dense is not None else None
+    dense_accuracy = dense_result["test_accuracy"] if dense_result else None
     density = result["density"] if hp.by_level else hp.densities[round_ - 1]
-    self.rows.append((hp.seed, hp.method, density, accuracy, dense_accuracy))
+    self.rows.append((hp.seed, hp_lib.series(hp), density, accuracy, dense_accuracy))
     if trained:
       self._timed.setdefault(hp.model, []).append(seconds)
     self.done += 1
     left = len(self.networks) - self.done
     took = f"in {duration(seconds)}" if trained else "finished before"
-    print(f"{label}: test {accuracy:.4f} ({100 * (accuracy - dense_accuracy):+.1f} pt) {took}; "
+    change = (f" ({100 * (accuracy - dense_accuracy):+.1f} pt)" if dense_accuracy is not None
+              else "")
+    print(f"{label}: test {accuracy:.4f}{change} {took}; "
           f"done {self.done}, left {left}{self._eta(left)}", file=self.out or sys.stdout,
           flush=True)
 
@@ -81,3 +86,4 @@ class Progress:
       times = self._timed.get(network)
       seconds += sum(times) / len(times) if times else overall
     return f", about {duration(seconds)} left"
+

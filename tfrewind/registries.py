@@ -10,7 +10,8 @@ new structure, criterion or schedule is one entry; `tfrewind.register_structure`
 """
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import importlib
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,21 +46,52 @@ class Structure:
 class Criterion:
   """How weights are scored; the structure's rule keeps the highest scores.
 
-  score: `fn(weights, rng) -> scores`, one array of the kernel's shape per kernel (a
-    channel scores the mean of its weights' scores); `rng` a seeded NumPy Generator.
+  score: with needs ("weights",): `fn(weights, rng) -> scores`, one array of the kernel's
+    shape per kernel (a channel scores the mean of its weights' scores); `rng` a seeded NumPy
+    Generator. A criterion that needs "model" scores the network itself:
+    `fn(model, context) -> scores` (tfrewind.pruning.saliency.Context: the training batches,
+    the rng, the density and the PruneSpec); it may be given as "module:function", imported
+    on first use, so that this table stays free of TensorFlow.
   item_score: optional `fn(kernel, item_axis, rng) -> per-item scores` for channel
     structures (random draws one number per channel, not per weight).
   control: a control (random masks of the same counts): the report draws it apart.
-  needs: what the criterion needs besides the kernels; "weights" alone for now
-    (gradient criteria will declare training batches).
+  needs: "weights" (the kernels alone), or "model" and, for gradient criteria, "batches"
+    (--criterion_batches training batches in the seed's data order).
+  reads: the HParams settings the scores depend on (a run's identity keeps them).
+  per_density: the scores hold for one density only (SynFlow prunes iteratively towards it):
+    they are cached per density, not once per network and step.
   """
   name: str
   help: str
   label: str
-  score: Callable[[Sequence[np.ndarray], np.random.Generator], List[np.ndarray]]
+  score: Union[str, Callable[..., List[np.ndarray]]]
   item_score: Optional[Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = None
   control: bool = False
   needs: Tuple[str, ...] = ("weights",)
+  reads: Tuple[str, ...] = ()
+  per_density: bool = False
+  colour: str = ""  # of its series in the report (default: the method's, or grey for a control)
+
+  @property
+  def scores_model(self) -> bool:
+    return "model" in self.needs
+
+  def score_fn(self) -> Callable[..., List[np.ndarray]]:
+    if isinstance(self.score, str):
+      module, _, name = self.score.partition(":")
+      return getattr(importlib.import_module(module), name)
+    return self.score
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+  """A control applied after the prune, in each pruned kernel, per-layer counts unchanged (the
+  reproduction's apply_pruning_masks): `apply(kernel, mask, rng) -> (kernel, mask)`, NumPy."""
+  name: str
+  help: str
+  label: str
+  apply: Callable[[np.ndarray, np.ndarray, np.random.Generator], Tuple[np.ndarray, np.ndarray]]
+  colour: str = "dimgrey"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +102,9 @@ class Schedule:
   reads: the settings that make those densities (a run's identity keeps them).
   point: the setting that a sweep's --densities list varies (None: the rounds are the points).
   tag: in run-folder names: "os"; with `numbered`, "it" + the round.
+  from_scratch: the run prunes while it trains from initialisation (gradual): no dense
+    network, no retraining method (its identity drops the method's settings).
+  check: `fn(hp) -> None`, raising ConfigError for settings this schedule cannot run.
   """
   name: str
   help: str
@@ -79,11 +114,17 @@ class Schedule:
   densities: Callable[..., Tuple[float, ...]]
   point: Optional[str] = None
   numbered: bool = False
+  from_scratch: bool = False
+  check: Optional[Callable[..., None]] = None
+  figure: Optional[str] = None  # the schedule whose report figure draws its runs
 
 
+# What a criterion may need (Criterion.needs).
+NEEDS = ("weights", "model", "batches")
 STRUCTURES: Dict[str, Structure] = {}
 CRITERIA: Dict[str, Criterion] = {}
 SCHEDULES: Dict[str, Schedule] = {}
+CONTROLS: Dict[str, Control] = {}
 # Modules imported with --import, in order: hparams.json records them.
 IMPORTED: List[str] = []
 
@@ -116,21 +157,30 @@ def register_structure(name: str, masks: Callable[..., List[np.ndarray]], help: 
               "structure", replace)
 
 
-def register_criterion(name: str, score: Callable, help: str = "",  # pylint: disable=redefined-builtin
+def register_criterion(name: str, score: Union[str, Callable], help: str = "",  # pylint: disable=redefined-builtin
                        label: Optional[str] = None, needs: Sequence[str] = ("weights",),
-                       control: bool = False, replace: bool = False) -> Criterion:
-  """Adds a criterion: `score(weights, rng)` -> same-shaped scores (higher is kept).
+                       control: bool = False, reads: Sequence[str] = (),
+                       per_density: bool = False, replace: bool = False) -> Criterion:
+  """Adds a criterion: `score(weights, rng)` -> same-shaped scores (higher is kept); with
+  needs=("model", "batches"), `score(model, context)` (see Criterion).
 
   Example:
     >>> tfrewind.register_criterion("squared", lambda ws, rng: [w.astype(np.float64) ** 2
     ...                                                          for w in ws])
   """
-  unknown = sorted(set(needs) - {"weights"})
-  if unknown:
-    raise ConfigError(f"criterion {name!r} needs {', '.join(unknown)}: tfrewind gives a "
-                      f"criterion the kernels ('weights') only")
+  unknown = sorted(set(needs) - set(NEEDS))
+  if unknown or not needs or ("batches" in needs and "model" not in needs):
+    raise ConfigError(f"criterion {name!r} needs {', '.join(needs) or 'nothing'}: a criterion "
+                      f"needs 'weights' (the kernels), or 'model' and optionally 'batches'")
   return _add(CRITERIA, Criterion(name, help or name, label or name, score, None, control,
-                                  tuple(needs)), "criterion", replace)
+                                  tuple(needs), tuple(reads), per_density), "criterion",
+              replace)
+
+
+def register_control(name: str, apply: Callable, help: str = "",  # pylint: disable=redefined-builtin
+                     label: Optional[str] = None, replace: bool = False) -> Control:
+  """Adds a control: `apply(kernel, mask, rng) -> (kernel, mask)`, per pruned kernel."""
+  return _add(CONTROLS, Control(name, help or name, label or name, apply), "control", replace)
 
 
 def structure(name: str) -> Structure:
@@ -143,6 +193,12 @@ def criterion(name: str) -> Criterion:
   if name not in CRITERIA:
     raise ConfigError(f"unknown criterion {name!r}: use {' or '.join(CRITERIA)}")
   return CRITERIA[name]
+
+
+def control(name: str) -> Control:
+  if name not in CONTROLS:
+    raise ConfigError(f"unknown control {name!r}: use {' or '.join(CONTROLS)}")
+  return CONTROLS[name]
 
 
 def schedule(name: str) -> Schedule:
@@ -188,3 +244,93 @@ SCHEDULES["iterative"] = Schedule("iterative", "--rounds rounds, each keeping --
                                   densities=lambda hp: tuple(hp.rate ** k
                                                              for k in range(1, hp.rounds + 1)),
                                   numbered=True)
+
+
+def gradual_steps(hp) -> Tuple[int, int, int]:
+  """(begin, end, every) of a gradual run in iterations; the end defaults to the first LR
+  boundary (Zhu & Gupta prune while the LR is high), else the end of training."""
+  n = hp.cycle_steps
+  end = hp.to_steps("gradual_end")
+  if end is None:
+    end = hp.boundaries[0] if hp.boundaries else n
+  return hp.to_steps("gradual_begin"), end, hp.to_steps("gradual_every")
+
+
+def _check_gradual(hp) -> None:
+  begin, end, every = gradual_steps(hp)
+  if not begin < end <= hp.cycle_steps:
+    raise ConfigError(f"--gradual_begin={hp.gradual_begin} and --gradual_end="
+                      f"{hp.gradual_end or end} must satisfy begin < end <= --train_steps "
+                      f"({hp.cycle_steps} iterations)")
+  if (end - begin) % every:
+    raise ConfigError(f"--gradual_every={hp.gradual_every} does not divide the pruning span "
+                      f"{begin}..{end}: the last prune would be at step "
+                      f"{begin + (end - begin) // every * every}, short of --density (TF-MOT "
+                      f"prunes at begin + k * every only); choose a divisor of {end - begin}")
+  if hp.by_level:
+    raise ConfigError(f"--structure={hp.structure} prunes by level, once: use --schedule=one_shot")
+  if criterion(hp.criterion).scores_model or hp.mask_from is not None:
+    raise ConfigError(f"--schedule=gradual prunes by the current weights at each step: it takes "
+                      f"a weight criterion (magnitude, random), not --criterion={hp.criterion}"
+                      + (" or --mask_from" if hp.mask_from is not None else ""))
+  if hp.control is not None:
+    raise ConfigError("--control shuffles a one-shot or iterative prune: leave it out with "
+                      "--schedule=gradual")
+
+
+# Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)(1 - (t - t0) / (t_end - t0))^p, pruned every
+# --gradual_every steps, as TF-MOT's PolynomialDecay (tfrewind.gradual evaluates that itself).
+SCHEDULES["gradual"] = Schedule(
+    "gradual", "Zhu & Gupta's gradual magnitude pruning while training from scratch: the "
+    "density falls from 1 to --density between --gradual_begin and --gradual_end, a prune every "
+    "--gradual_every steps (power --gradual_power); no dense network, no retraining method",
+    "gradual (GMP)", "gmp", reads=("density", "gradual_begin", "gradual_end", "gradual_every",
+                                   "gradual_power"),
+    densities=lambda hp: (hp.density,), point="density", from_scratch=True, check=_check_gradual,
+    figure="one_shot")
+
+# Gradient and data-free criteria (tfrewind.pruning.saliency computes them on the network).
+CRITERIA["snip"] = Criterion(
+    "snip", "SNIP (Lee et al. 2019), the reproduction's snip_saliences: |w * sum of gradients| "
+    "over --criterion_batches training batches", "SNIP", "tfrewind.pruning.saliency:snip",
+    needs=("model", "batches"), reads=("criterion_batches",), colour="tab:cyan")
+CRITERIA["grasp"] = Criterion(
+    "grasp", "GraSP (Wang et al. 2020): keeps the lowest -w * (H g) over --criterion_batches "
+    "batches (logits / 200, as its code)", "GraSP", "tfrewind.pruning.saliency:grasp",
+    needs=("model", "batches"), reads=("criterion_batches",), colour="tab:olive")
+CRITERIA["synflow"] = Criterion(
+    "synflow", "SynFlow (Tanaka et al. 2020): data-free, --synflow_rounds prunes on |w| with an "
+    "all-ones input, densities falling exponentially to the target", "SynFlow",
+    "tfrewind.pruning.saliency:synflow", needs=("model",), reads=("synflow_rounds",),
+    per_density=True, colour="tab:purple")
+
+
+# The reproduction's controls (its pruning/tools.py), each in one pruned kernel.
+def _shuffle_masks(kernel, mask, rng):
+  """Weights intact, the mask's positions permuted."""
+  return kernel, rng.permutation(mask.reshape(-1)).reshape(mask.shape)
+
+
+def _shuffle_weights(kernel, mask, rng):
+  """The mask intact, the kept weights' values permuted among the kept positions."""
+  kernel = kernel.copy()
+  kept = mask > 0
+  kernel[kept] = rng.permutation(kernel[kept])
+  return kernel, mask
+
+
+def _shuffle_layers(kernel, mask, rng):
+  """Weights and mask permuted together (one permutation)."""
+  order = rng.permutation(mask.size)
+  return (kernel.reshape(-1)[order].reshape(kernel.shape),
+          mask.reshape(-1)[order].reshape(mask.shape))
+
+
+for _entry in (
+    Control("shuffle_masks", "control: each pruned kernel's mask permuted, weights kept",
+            "shuffled masks", _shuffle_masks, "dimgrey"),
+    Control("shuffle_weights", "control: each kernel's kept weights permuted among its kept "
+            "positions", "shuffled weights", _shuffle_weights, "darkgrey"),
+    Control("shuffle_layers", "control: each kernel's weights and mask permuted together",
+            "shuffled layers", _shuffle_layers, "lightslategrey")):
+  CONTROLS[_entry.name] = _entry

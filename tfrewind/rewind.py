@@ -8,14 +8,17 @@ monotonic run, and the LR schedule is told which step to replay instead
 (tfrewind.lr.Rewindable).
 """
 
-from typing import List, Optional, Union
+import itertools
+from typing import List, Optional, Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 import tf_keras as keras
 from tfrewind import lr as lr_lib
 from tfrewind import plan as plan_lib
+from tfrewind import registries
 from tfrewind import snapshots
 from tfrewind.pruning import schedules as schedules_lib
 from tfrewind.pruning import sparsity
@@ -108,6 +111,12 @@ class RewindCallback(_StepCallback):
     first_round: the number of this callback's first round in the whole schedule (the
       command line runs round r of an iterative schedule as a one-round callback with
       first_round=r), so that reinit draws the same weights either way.
+    scores: per kernel, per-weight scores to prune by instead of the criterion's of the
+      current weights (tfrewind.pruning.saliency.scores of another network or step: the
+      command line's --mask_from and cached gradient criteria).
+    criterion_data, criterion_batches: a criterion that scores gradients (snip, grasp)
+      without `scores` takes the first `criterion_batches` (images, labels) of
+      `criterion_data` at each prune; synflow_rounds: synflow's prunes per round.
   """
 
   def __init__(self, method: str, schedule: schedules_lib.RoundSchedule, cycle_steps: int,
@@ -121,7 +130,8 @@ class RewindCallback(_StepCallback):
                dense_trained: bool = False, snapshot: Union[None, str, Snapshot] = None,
                snapshot_path: Optional[str] = None, start_step: Optional[int] = None,
                split_fit: bool = False, first_round: int = 1, verbose: int = 1,
-               prune: Optional[PruneSpec] = None):
+               prune: Optional[PruneSpec] = None, scores: Optional[Sequence] = None,
+               criterion_data=None, criterion_batches: int = 1, synflow_rounds: int = 100):
     super().__init__()
     if not isinstance(schedule, schedules_lib.RoundSchedule):
       raise ConfigError(f"schedule must be tfrewind.OneShot or tfrewind.Iterative, got {schedule!r}")
@@ -138,6 +148,15 @@ class RewindCallback(_StepCallback):
         scope=scope, structure=structure, criterion=criterion, seed=seed, count=count,
         classifier=classifier, level=level)
     self.prune_kwargs = self.prune.kwargs()
+    self.scores = None if scores is None else [np.asarray(a) for a in scores]
+    self.criterion_data = criterion_data
+    self.criterion_batches = plan_lib.positive_int("criterion_batches", criterion_batches)
+    self.synflow_rounds = plan_lib.positive_int("synflow_rounds", synflow_rounds)
+    entry = registries.criterion(self.prune.criterion)
+    if scores is None and "batches" in entry.needs and criterion_data is None:
+      raise ConfigError(f"criterion {self.prune.criterion!r} scores gradients on training "
+                        f"batches: pass criterion_data= (a dataset of (images, labels)) or "
+                        f"scores=")
     self.reset_momentum = bool(reset_momentum)
     self.restore_optimizer = bool(restore_optimizer)
     self.dense_trained = bool(dense_trained)
@@ -237,7 +256,7 @@ class RewindCallback(_StepCallback):
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is not None:
-      logs["density"] = sparsity.density(self.model)
+      logs["density"] = sparsity.density(self.model, self.prune.keep_dense)
       logs["round"] = self.round_at(int(self.model.optimizer.iterations.numpy()) - 1)
 
   # -- internals
@@ -286,15 +305,39 @@ class RewindCallback(_StepCallback):
       self._snapshot.save(self.snapshot_path)
     self.events.append({"step": self._snapshot.step, "event": "snapshot"})
 
+  def _scores(self, target):
+    """The scores this prune uses: given, computed on the network (a model criterion), or
+    None (the criterion scores the current weights itself)."""
+    if self.scores is not None:
+      return self.scores
+    if not registries.criterion(self.prune.criterion).scores_model:
+      return None
+    batches = [] if self.criterion_data is None else list(
+        itertools.islice(iter(self.criterion_data), self.criterion_batches))
+    from tfrewind.pruning import saliency  # pylint: disable=g-import-not-at-top
+    return saliency.scores(self.model, self.prune, target, batches, self.synflow_rounds)
+
   def _prune(self, step):
     r = self.prune_steps.index(step) + 1
     target = self.schedule.density_at_round(r)
-    achieved = sparsity.prune(self.model, target, **self.prune_kwargs)
+    seed = self.prune_kwargs["seed"] * 1000 + self.first_round + r - 1
+    control = self.prune.control
+    kwargs = dict(self.prune_kwargs, control=None)
+    if control is None:
+      achieved = sparsity.prune(self.model, target, scores=self._scores(target), **kwargs)
+    else:  # the control shuffles the kernels the round retrains from: rewound, redrawn or kept
+      kwargs.pop("control")
+      new = sparsity.new_masks(self.model, target, scores=self._scores(target), **kwargs)
     if self.plan.weights_from is not None:
       snapshots.rewind_weights(self.model, self._snapshot, optimizer=self.restore_optimizer)
     if self.plan.reinit:
-      snapshots.reinitialize(self.model,
-                             seed=self.prune_kwargs["seed"] * 1000 + self.first_round + r - 1)
+      snapshots.reinitialize(self.model, seed=seed)
+    if control is not None:
+      sparsity.apply_control(self.model, new, control, seed,
+                             [w.numpy() for w, _, _ in sparsity._pruning_vars(self.model)],  # pylint: disable=protected-access
+                             sparsity.kept_dense(self.model, self.prune.keep_dense))
+      sparsity.record_thresholds(self.model, None)
+      achieved = sparsity.density(self.model, self.prune.keep_dense)
     if self.reset_momentum or self.plan.reinit:
       snapshots.reset_optimizer_state(self.model)
     self._set_lr(step)

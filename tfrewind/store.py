@@ -101,7 +101,9 @@ def branch_paths(root: str, hp: hp_lib.HParams, round_: int = 1) -> RunPaths:
   sched = f"{schedule.tag}{round_}" if schedule.numbered else schedule.tag
   # structured_a/b prune by level, not by a density
   point = f"{hp.structure}_l{hp.level}" if hp.by_level else f"d{_fmt(density)}"
-  name = f"prune_{hp.model}_{hp.dataset}_{hp.method}_{sched}_{point}_s{hp.seed}_{key}"
+  # A gradual run has no retraining method: its schedule's tag alone.
+  method = "" if schedule.from_scratch else f"{hp.method}_"
+  name = f"prune_{hp.model}_{hp.dataset}_{method}{sched}_{point}_s{hp.seed}_{key}"
   return RunPaths(os.path.join(root, name))
 
 

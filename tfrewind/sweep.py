@@ -21,14 +21,41 @@ from tfrewind.errors import ConfigError
 
 def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float],
          seeds: Sequence[int], retrains: Sequence[Optional[str]] = (None,),
-         random_controls: Sequence[str] = (), levels: Sequence[int] = (1,)
-         ) -> List[hp_lib.HParams]:
+         random_controls: Sequence[str] = (), levels: Sequence[int] = (1,),
+         controls: Sequence[str] = (), at_init: Sequence[str] = (),
+         train_budgets: Sequence[str] = ()) -> List[hp_lib.HParams]:
   """Every run of a sweep: methods x densities (one-shot) x budgets x seeds.
 
   random_controls: methods also run with criterion "random" (the same counts, a
   random mask), after the method's own runs.
   levels: structured_a/b take their points from levels instead of densities.
+  controls: every run also once per control (tfrewind.registries.CONTROLS), after it.
+  at_init: criteria also run as pruning at initialisation, per density and seed: scored on the
+    initial network (--mask_from=0it), which then trains for the whole cycle
+    (--method=weight_rewind --rewind_step=0it).
+  train_budgets: --train_steps values, each stretching the dense LR schedule with it (its
+    boundaries, and a gradual run's end, scale by the budget's ratio): a gradual run's total
+    budgets. Empty: the base's own.
   """
+  bases = [stretched(base, b) for b in train_budgets] or [base]
+  out = []
+  for base in bases:
+    out += _grid(base, methods, densities, seeds, retrains, random_controls, levels, controls,
+                 at_init)
+  return out
+
+
+def stretched(base: hp_lib.HParams, budget: str) -> hp_lib.HParams:
+  """`base` trained for `budget` iterations, its LR boundaries (and gradual end) scaled."""
+  old, new = base.cycle_steps, hp_lib.parse_steps(budget, base.steps_per_epoch(), "train_budgets")
+  scale = lambda steps: f"{int(round(steps * new / old))}it"  # noqa: E731
+  return dataclasses.replace(
+      base, train_steps=f"{new}it", lr_boundaries=tuple(scale(b) for b in base.boundaries),
+      gradual_end=None if base.gradual_end is None else scale(base.to_steps("gradual_end")))
+
+
+def _grid(base, methods, densities, seeds, retrains, random_controls, levels, controls,
+          at_init):
   if base.by_level:
     points = [dict(level=level) for level in levels]
   elif registries.schedule(base.schedule).point == "density":
@@ -38,22 +65,46 @@ def grid(base: hp_lib.HParams, methods: Sequence[str], densities: Sequence[float
   out = []
   for seed in seeds:
     for method in methods:
-      controls = ["random"] if method in random_controls and base.criterion != "random" else []
+      extra = ["random"] if method in random_controls and base.criterion != "random" else []
       # A method that ignores the budget (reinit) runs once, not once per budget.
       known = plan.METHODS.get(method)  # an unknown name fails in validate, with the list
       budgets = [None] if known and "retrain" not in known.reads else retrains
-      for criterion in [base.criterion] + controls:
+      for criterion in [base.criterion] + extra:
         for retrain in budgets:
           for point in points:
-            out.append(dataclasses.replace(
+            run = dataclasses.replace(
                 base, seed=seed, method=method, criterion=criterion,
-                retrain=retrain if retrain is not None else base.retrain, **point))
+                retrain=retrain if retrain is not None else base.retrain, **point)
+            out.append(run)
+            out += [dataclasses.replace(run, control=c) for c in controls
+                    if criterion == base.criterion]
+    for criterion in at_init:
+      for point in points:
+        out.append(dataclasses.replace(base, seed=seed, method="weight_rewind",
+                                       criterion=criterion, mask_from="0it", rewind_step="0it",
+                                       retrain=None, **point))
+  return out
+
+
+def unique(runs: Sequence[hp_lib.HParams]) -> List[hp_lib.HParams]:
+  """Validated runs, those named twice (a gradual run ignores the method) once, in order."""
+  seen, out = set(), []
+  for hp in runs:
+    key = (hp_lib.run_key(hp, len(hp.densities)), hp.seed)
+    if key not in seen:
+      seen.add(key)
+      out.append(hp)
   return out
 
 
 def snapshot_steps(runs: Sequence[hp_lib.HParams]) -> List[int]:
   """Dense steps whose state some run of the grid restores."""
-  return sorted({p.weights_from for p in (hp.plan() for hp in runs) if p.weights_from is not None})
+  steps = {p.weights_from for hp in runs if not registries.schedule(hp.schedule).from_scratch
+           for p in [hp.plan()] if p.weights_from is not None}
+  # --mask_from's network too, where it is not the end of dense training
+  steps |= {hp.to_steps("mask_from") for hp in runs if hp.mask_from is not None
+            and hp.to_steps("mask_from") < hp.cycle_steps}
+  return sorted(steps)
 
 
 def validate(runs: Sequence[hp_lib.HParams]) -> None:
@@ -77,7 +128,9 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
   smallest = {}
   for hp in runs:
     network = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
-    key = (hp.scope, hp.structure, hp.criterion, hp.channel_count, hp.classifier)
+    # A criterion that scores the network keeps the same counts as magnitude does.
+    criterion = "magnitude" if registries.criterion(hp.criterion).scores_model else hp.criterion
+    key = (hp.scope, hp.structure, criterion, hp.channel_count, hp.classifier, hp.keep_dense)
     # structured_a/b: the highest level prunes most
     point = -hp.level if hp.by_level else min(hp.densities)
     points = smallest.setdefault(network, {})
@@ -92,13 +145,13 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
     except ValueError as e:
       raise ConfigError(f"--model={model}: {e}") from None
     try:
-      for (scope, structure, criterion, count, classifier), point in points.items():
+      for (scope, structure, criterion, count, classifier, keep_dense), point in points.items():
         by_level = registries.structure(structure).by_level
         density, level = (1.0, -point) if by_level else (point, 1)
         try:
           sparsity.new_masks(net, density, scope=scope, structure=structure,
                              criterion=criterion, count=count, classifier=classifier,
-                             level=level)
+                             level=level, keep_dense=keep_dense)
         except masks.NothingKept as e:
           raise ConfigError(f"density {density:.3g} keeps no weight of {model} with "
                            f"--scope={scope} --structure={structure} ({e})") from None
@@ -132,6 +185,9 @@ def cost(runs: Sequence[hp_lib.HParams]) -> dict:
   """
   dense, rounds = {}, {}
   for hp in runs:
+    if registries.schedule(hp.schedule).from_scratch:  # one run from scratch, no dense trunk
+      rounds[hp_lib.run_key(hp, 1)] = (hp.model, hp.cycle_steps, None)
+      continue
     dense[hp_lib.run_key(hp, 0)] = (hp.model, hp.cycle_steps)
     retrain = hp.plan()
     for r in range(1, len(hp.densities) + 1):

@@ -35,6 +35,7 @@ from tfrewind import platform
 from tfrewind import protocols
 from tfrewind import registries
 from tfrewind import rewind
+from tfrewind import snapshots
 from tfrewind import stopping
 from tfrewind import store
 from tfrewind.errors import ConfigError, RunFailed, disk_full, is_disk_full
@@ -67,6 +68,9 @@ class Phase:
   end: int
   initial: Optional[str] = None
   callbacks: Sequence[keras.callbacks.Callback] = ()
+  # The round whose initialisation and data order the phase uses (default: its own); a
+  # gradual run, which prunes while it trains from scratch, uses the dense trunk's (0).
+  stream: Optional[int] = None
 
 
 # DataFn(round, first step of the phase's stream) -> Bundle: the Runner caches decoded arrays.
@@ -137,16 +141,19 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
                           if phase.kind == "prune" else 1.0,
         "density_counts": registries.structure(hp.structure).counts,
         "dense_run": dense_run, "steps": phase.end - phase.start,
+        # Optimizer steps from initialisation: dense plus every round's, or a gradual run's.
+        "total_steps": phase.end,
         "epoch_steps": hp.steps_per_epoch(),
         # The user modules (--import) whose methods, criteria or structures this run may use.
         "imports": list(registries.IMPORTED)})
   logging.info("%s run %s", phase.kind, paths.dir)
-  model = _fresh_model(hp, phase.round, env)
+  stream = phase.round if phase.stream is None else phase.stream
+  model = _fresh_model(hp, stream, env)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   manager = tf.train.CheckpointManager(checkpoint, paths.backup, max_to_keep=2)
   if checkpoints.restore_final(checkpoint, paths, model, phase.end):
     # Trained, but its result was lost (a kill between the two writes, or a corrupt file).
-    finish(hp, paths, model, checkpoint, data(hp, phase.round, 0), phase.kind, t0)
+    finish(hp, paths, model, checkpoint, data(hp, stream, 0), phase.kind, t0)
     return
   if not checkpoints.restore_backup(checkpoint, manager) and phase.initial is not None:
     try:
@@ -156,7 +163,7 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
   step = int(model.optimizer.iterations.numpy())
   if step < phase.start and (phase.kind != "dense" or step != 0):
     raise RuntimeError(f"{paths.dir}: starts at step {step}, expected {phase.start}")
-  bundle = data(hp, phase.round, step - phase.start)
+  bundle = data(hp, stream, step - phase.start)
   steps_per_epoch = hp.steps_per_epoch(bundle.steps_per_epoch)
   callbacks_lib.write_hparams_summary(paths.tensorboard, hp, phase.kind, phase.round)
   callbacks = [*phase.callbacks, callbacks_lib.StopAtStep(phase.end), callbacks_lib.StopOnSignal(),
@@ -182,7 +189,7 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
                         steps_per_epoch=steps_per_epoch - into, validation_data=eval_data,
                         callbacks=callbacks, verbose=bars).history.get("loss", [])
     epoch += 1
-    bundle = data(hp, phase.round, epoch * steps_per_epoch)
+    bundle = data(hp, stream, epoch * steps_per_epoch)
   if _iterations(model) < phase.end and stopping.requested() is None and all(
       np.isfinite(losses)) and epoch < epochs:
     losses += model.fit(bundle.train, epochs=epochs, initial_epoch=epoch,
@@ -241,6 +248,17 @@ def replay_dense(hp: hp_lib.HParams, paths: store.RunPaths, steps: Sequence[int]
   callbacks += [callbacks_lib.StopAtStep(stop), callbacks_lib.Ledger(paths.ledger, "replay")]
   model.fit(bundle.train, epochs=math.ceil(stop / steps_per_epoch),
             steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
+
+
+def network_at(hp: hp_lib.HParams, paths: store.RunPaths, snapshot: Optional[str],
+               env: Env):
+  """The dense run's network (weights and BatchNorm statistics) at a snapshot's step, or
+  at its end (snapshot None: its final checkpoint)."""
+  if snapshot is None:
+    return load_final(hp, paths, env)
+  model = _fresh_model(hp, 0, env)
+  snapshots.rewind_weights(model, snapshots.Snapshot.load(snapshot), optimizer=False)
+  return model
 
 
 def load_final(hp: hp_lib.HParams, paths: store.RunPaths, env: Optional[Env] = None):

@@ -18,6 +18,7 @@ Conventions:
 
 import math
 import random as random_lib
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -37,6 +38,15 @@ CLASSIFIERS = ("fixed", "rows")
 
 class NothingKept(ConfigError):
   """A density that keeps no item of a kernel (layerwise) or of all kernels (global)."""
+
+
+def keep_dense_pattern(pattern: str) -> "re.Pattern":
+  """--keep_dense's regular expression, compiled (ConfigError naming a malformed one)."""
+  try:
+    return re.compile(pattern)
+  except re.error as e:
+    raise ConfigError(f"--keep_dense={pattern!r} is not a regular expression ({e}): write e.g. "
+                      f"'stem_conv|logits'") from None
 
 
 def kept_count(density: float, n: int) -> int:
@@ -81,14 +91,21 @@ def _item_axis(w, row) -> int:
   return w.ndim - 2 if row and w.ndim > 1 else w.ndim - 1
 
 
-def _scores(weights, masks, structure, criterion, rng, rows):
+def _scores(weights, masks, structure, criterion, rng, rows, given=None):
   """(per-item saliency, weights per item or None for single weights); items already pruned
-  score -inf and never return. The criterion (tfrewind.registries.CRITERIA) scores weights;
-  a channel scores the mean of its weights' scores, unless the criterion scores items."""
+  score -inf and never return. The criterion (tfrewind.registries.CRITERIA) scores weights,
+  or `given` holds its per-weight scores (of a network scored elsewhere); a channel scores
+  the mean of its weights' scores, unless the criterion scores items."""
   entry = registries.criterion(criterion)
   per_weight = None
-  if structure == "unstructured" or entry.item_score is None:
+  if given is not None:
+    per_weight = [np.asarray(s, np.float64) for s in given]
+  elif entry.scores_model:
+    raise ConfigError(f"criterion {criterion!r} scores the network itself: compute its scores "
+                      f"with tfrewind.pruning.saliency.scores and pass scores=")
+  elif structure == "unstructured" or entry.item_score is None:
     per_weight = [np.asarray(s, np.float64) for s in entry.score(weights, rng)]
+  if per_weight is not None:
     if [s.shape for s in per_weight] != [np.shape(w) for w in weights]:
       raise ConfigError(f"criterion {criterion!r} returned scores of shapes "
                         f"{[s.shape for s in per_weight]} for kernels of "
@@ -119,7 +136,8 @@ def compute_masks(weights: Sequence[np.ndarray],
                   seed: int = 0,
                   fixed: Optional[Sequence[bool]] = None,
                   count: str = "weights",
-                  rows: Optional[Sequence[bool]] = None) -> List[np.ndarray]:
+                  rows: Optional[Sequence[bool]] = None,
+                  scores: Optional[Sequence[np.ndarray]] = None) -> List[np.ndarray]:
   """New masks that keep `density` of the items, never reviving a pruned one.
 
   Args:
@@ -140,6 +158,8 @@ def compute_masks(weights: Sequence[np.ndarray],
     seed: seed of the random criterion.
     fixed: per kernel, True to leave its mask as it is and out of the counts
       (channel pruning fixes the classifier by default: its units are classes).
+    scores: per kernel, the criterion's per-weight scores computed elsewhere (a gradient
+      criterion, or --mask_from's network) instead of the criterion's own of `weights`.
 
   Returns:
     float32 0/1 masks, one per kernel.
@@ -169,8 +189,11 @@ def compute_masks(weights: Sequence[np.ndarray],
   rows = [False] * len(weights) if rows is None else [bool(r) for r in rows]
   rng = np.random.default_rng(seed)
   free = [i for i, f in enumerate(fixed) if not f]
+  if scores is not None and len(scores) != len(weights):
+    raise ConfigError(f"scores has {len(scores)} entries for {len(weights)} kernels")
   scores, sizes = _scores([weights[i] for i in free], [masks[i] for i in free], structure,
-                          criterion, rng, [rows[i] for i in free])
+                          criterion, rng, [rows[i] for i in free],
+                          None if scores is None else [scores[i] for i in free])
   totals = [float(weights[i].size) for i in free]
   by_weight = structure == "channel" and count == "weights"
 

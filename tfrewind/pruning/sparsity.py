@@ -100,15 +100,33 @@ def get_masks(model) -> Dict[str, np.ndarray]:
           for name, (_, mask, _) in zip(kernel_names(model), _pruning_vars(model))}
 
 
-def density(model) -> float:
-  """Fraction of prunable kernel weights that the masks keep."""
-  return _kept_fraction(model)
+def density(model, keep_dense: Optional[str] = None) -> float:
+  """Fraction of prunable kernel weights that the masks keep; with `keep_dense` (a
+  --keep_dense pattern), of the kernels it does not keep dense (what a density counts)."""
+  return _kept_fraction(model, keep_dense)
 
 
-def _kept_fraction(model) -> float:
+def _kept_fraction(model, keep_dense=None) -> float:
   # `prune`'s argument `density` hides the function of that name there.
-  counts = [(float(np.sum(m.numpy())), int(np.prod(m.shape))) for _, m, _ in _pruning_vars(model)]
+  kept = kept_dense(model, keep_dense)
+  counts = [(float(np.sum(m.numpy())), int(np.prod(m.shape)))
+            for (_, m, _), fixed in zip(_pruning_vars(model), kept) if not fixed]
   return sum(c for c, _ in counts) / sum(n for _, n in counts)
+
+
+def kept_dense(model, keep_dense: Optional[str]) -> List[bool]:
+  """Per kernel (layer order), whether --keep_dense's pattern matches its layer's whole name
+  (ConfigError when it matches none: a typo would silently prune everything)."""
+  layers = [w.layer.name for w in _checked_wrappers(model) for _ in w.pruning_vars]
+  if keep_dense is None:
+    return [False] * len(layers)
+  pattern = masks_lib.keep_dense_pattern(keep_dense)
+  out = [pattern.fullmatch(name) is not None for name in layers]
+  if not any(out):
+    raise ConfigError(f"--keep_dense={keep_dense!r} matches no layer of {model.name} (it must "
+                      f"match a whole name): its prunable layers are {', '.join(layers[:6])}"
+                      f"{', ...' if len(layers) > 6 else ''}")
+  return out
 
 
 def layer_densities(model) -> Dict[str, float]:
@@ -118,7 +136,9 @@ def layer_densities(model) -> Dict[str, float]:
 
 def prune(model, density: float, spec=None, *, scope: str = "global",
           structure: str = "unstructured", criterion: str = "magnitude", seed: int = 0,
-          count: str = "weights", classifier: str = "fixed", level: int = 1) -> float:
+          count: str = "weights", classifier: str = "fixed", level: int = 1,
+          keep_dense: Optional[str] = None, scores=None, control: Optional[str] = None,
+          source=None) -> float:
   """Sets the masks to keep `density` of the prunable weights, from the current weights.
 
   Weights already pruned stay pruned. Pruned weights and their optimizer slots
@@ -146,17 +166,48 @@ def prune(model, density: float, spec=None, *, scope: str = "global",
       units are classes) or "rows" (every Dense kernel's input rows are pruned
       as channels, the reproduction's rule).
     level: structured_a/b: the ratios compound `level` times (the original's 1..5).
+    keep_dense: a regular expression; kernels of the layers whose whole name it matches are
+      never pruned, and `density` counts the others.
+    scores: per kernel, per-weight scores computed elsewhere (tfrewind.pruning.saliency.scores:
+      a gradient criterion, or the network of another step) instead of the current weights'.
+    control: a name of tfrewind.registries.CONTROLS, applied to each pruned kernel after the
+      prune (the reproduction's shuffles), seeded by `seed`.
+    source: with a control: the kernels it shuffles (default: the weights before the prune,
+      so that a shuffled mask keeps the weights it lands on).
 
   Returns:
-    The density of the model after pruning.
+    The density of the model after pruning (of the kernels not kept dense).
   """
   from tfrewind.pruning.spec import PruneSpec  # pylint: disable=g-import-not-at-top
   spec = spec if spec is not None else PruneSpec(scope, structure, criterion, count, classifier,
-                                                 level, seed)
-  set_masks(model, new_masks(model, density, **spec.kwargs()))
-  record_thresholds(model, spec.scope if (spec.structure, spec.criterion) == (
-      "unstructured", "magnitude") else None)
-  return _kept_fraction(model)
+                                                 level, seed, keep_dense, control)
+  args = spec.kwargs()
+  control = args.pop("control")
+  new = new_masks(model, density, scores=scores, **args)
+  if control is not None:
+    apply_control(model, new, control, spec.seed,
+                  source if source is not None else [w.numpy() for w, _, _ in _pruning_vars(model)],
+                  kept_dense(model, spec.keep_dense))
+  else:
+    set_masks(model, new)
+  record_thresholds(model, spec.scope if (spec.structure, spec.criterion, control) == (
+      "unstructured", "magnitude", None) else None)
+  return _kept_fraction(model, spec.keep_dense)
+
+
+def apply_control(model, new, control: str, seed: int, source, fixed) -> None:
+  """Sets masks `new` and kernels `source`, both shuffled by `control` in each kernel that is
+  not kept dense; per-kernel counts are unchanged. Seeded by `seed` and the kernel's index."""
+  entry = registries.control(control)
+  pvars = _pruning_vars(model)
+  masks_out = []
+  for i, ((weight, _, _), mask, kernel, dense) in enumerate(zip(pvars, new, source, fixed)):
+    if not dense:
+      kernel, mask = entry.apply(np.asarray(kernel), np.asarray(mask),
+                                 np.random.default_rng([seed, i]))
+      weight.assign(np.asarray(kernel, weight.dtype.as_numpy_dtype))
+    masks_out.append(mask)
+  set_masks(model, masks_out)
 
 
 def record_thresholds(model, scope: Optional[str]) -> None:
@@ -177,7 +228,8 @@ def record_thresholds(model, scope: Optional[str]) -> None:
 
 def new_masks(model, density: float, scope: str = "global", structure: str = "unstructured",
               criterion: str = "magnitude", seed: int = 0, count: str = "weights",
-              classifier: str = "fixed", level: int = 1) -> List[np.ndarray]:
+              classifier: str = "fixed", level: int = 1, keep_dense: Optional[str] = None,
+              scores=None) -> List[np.ndarray]:
   """The masks `prune` would set, computed without setting them (ValueError as prune)."""
   pvars = _pruning_vars(model)
   weights = [w.numpy() for w, _, _ in pvars]
@@ -187,13 +239,20 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
   if silences_channels(structure):
     require_channel_norms(model)
   entry = registries.structure(structure)
-  if entry.masks is not None:  # a user's structure (tfrewind.register_structure)
-    return _checked(entry.masks(weights, masks_lib.check_density(density), old, scope, seed),
-                    weights, old, structure)
+  fixed = kept_dense(model, keep_dense)
   if structure in masks_lib.FILTER_STRUCTURES:
+    if keep_dense is not None:
+      raise ConfigError(f"--keep_dense with --structure={structure}: Li et al.'s layer lists "
+                        f"say which convs are pruned; leave --keep_dense out")
     return masks_lib.filter_masks(weights, filter_ratios(weights, structure), level, old,
                                   seed=0)  # the original seeds its rounding with 0, every time
-  fixed = rows = None
+  if entry.masks is not None:  # a user's structure (tfrewind.register_structure)
+    free = [i for i, f in enumerate(fixed) if not f]
+    got = iter(_checked(entry.masks([weights[i] for i in free], masks_lib.check_density(density),
+                                    [old[i] for i in free], scope, seed),
+                        [weights[i] for i in free], [old[i] for i in free], structure))
+    return [old[i] if f else next(got) for i, f in enumerate(fixed)]
+  rows = None
   if structure == "channel":
     dense = [w.ndim == 2 for w in weights]
     if classifier == "rows":
@@ -201,10 +260,11 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
     else:
       # A layer that emits the model's output (the classifier) has classes, not channels.
       outputs = _output_layers(model)
-      fixed = [w.layer.name in outputs for w in wrappers(model) for _ in w.pruning_vars]
+      fixed = [f or w.layer.name in outputs
+               for f, w in zip(fixed, (w for w in wrappers(model) for _ in w.pruning_vars))]
   return masks_lib.compute_masks(weights, density, old, scope=scope, structure=structure,
                                  criterion=criterion, seed=seed, fixed=fixed, count=count,
-                                 rows=rows)
+                                 rows=rows, scores=scores)
 
 
 def _checked(new, weights, old, structure) -> List[np.ndarray]:

@@ -5,7 +5,7 @@ it; plain keywords stay accepted by both for convenience. TF-free.
 """
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from tfrewind import registries
 from tfrewind.errors import ConfigError
@@ -23,7 +23,9 @@ class PruneSpec:
   count: channel structure: what a density counts, "weights" or "channels".
   classifier: channel structure: "fixed" (the output layer keeps its units) or "rows".
   level: structured_a/b: Li et al.'s ratios compound `level` times.
-  seed: seed of random criteria.
+  seed: seed of random criteria and of controls.
+  keep_dense: a regular expression on layer names: their kernels are never pruned.
+  control: a name of tfrewind.registries.CONTROLS (shuffle_masks, ...), or None.
   """
   scope: str = "global"
   structure: str = "unstructured"
@@ -32,6 +34,8 @@ class PruneSpec:
   classifier: str = "fixed"
   level: int = 1
   seed: int = 0
+  keep_dense: Optional[str] = None
+  control: Optional[str] = None
 
   def __post_init__(self):
     if self.scope not in masks_lib.SCOPES:
@@ -45,12 +49,17 @@ class PruneSpec:
                         f"{self.classifier!r}")
     if int(self.level) != self.level or self.level < 1:
       raise ConfigError(f"level must be a positive integer, got {self.level!r}")
+    if self.keep_dense is not None:
+      masks_lib.keep_dense_pattern(self.keep_dense)
+    if self.control is not None:
+      registries.control(self.control)
 
   @classmethod
   def from_hparams(cls, hp) -> "PruneSpec":
     """The spec of a run's settings (tfrewind.hparams.HParams)."""
     return cls(scope=hp.scope, structure=hp.structure, criterion=hp.criterion,
-               count=hp.channel_count, classifier=hp.classifier, level=hp.level, seed=hp.seed)
+               count=hp.channel_count, classifier=hp.classifier, level=hp.level, seed=hp.seed,
+               keep_dense=hp.keep_dense, control=hp.control)
 
   def kwargs(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)

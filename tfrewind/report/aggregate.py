@@ -17,7 +17,9 @@ from typing import List, Tuple
 import numpy as np
 import pandas as pd
 
+from tfrewind import hparams as hp_lib
 from tfrewind import plan
+from tfrewind import registries
 
 from tfrewind.report.stats import RUN_KEYS, select_budget, stats
 from tfrewind.errors import ConfigError
@@ -75,9 +77,13 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
     if meta["kind"] == "dense":
       dense[name] = row
       continue
-    # Another criterion than magnitude (a random control, a user's) is its own series.
-    criterion = hp.get("criterion", "magnitude")
-    method = hp["method"] + ("" if criterion == "magnitude" else f"_{criterion}")
+    # Another criterion (a random control, SNIP at initialisation, a user's), a control, a
+    # scoring step, or a gradual run's budget: each is its own series (hparams.series).
+    method = hp_lib.series(hp_lib.HParams.from_json(hp), meta.get("total_steps"))
+    schedule = registries.SCHEDULES.get(hp["schedule"])
+    row["schedule_name"] = hp["schedule"]
+    if schedule is not None and schedule.figure:  # a gradual run, in the one-shot figure
+      row["schedule"] = schedule.figure
     density = meta["density_target"]
     if density is None:  # structured_a/b: the published density of its level (same counts)
       density = level_density(hp["model"], hp["structure"], hp["level"], result["density"])
@@ -85,6 +91,7 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
                protocol=hp.get("protocol", "text"),
                round=meta["round"], dense_run=meta.get("dense_run"),
                retrain_epochs=meta.get("steps", 0) / meta.get("epoch_steps", 1),
+               total_steps=meta.get("total_steps"),
                flops_speedup=result.get("flops_speedup"),
                stripped_gzip_bytes=result.get("stripped_gzip_bytes"))
     rows.append(row)
@@ -93,6 +100,18 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
   if not runs.empty:
     base = {k: v["test_acc"] for k, v in dense.items()}
     runs["dense_acc"] = runs["dense_run"].map(base)
+    # A gradual run of a budget no dense network was trained for (--train_budgets): the one
+    # dense network of its network, dataset and seed, where there is exactly one.
+    alone = {}
+    for v in dense.values():
+      alone.setdefault((v["network"], v["dataset"], v["seed"]), []).append(v["test_acc"])
+    missing = runs["dense_acc"].isna() & runs["schedule_name"].map(
+        lambda s: bool(registries.SCHEDULES.get(s) and registries.SCHEDULES[s].from_scratch))
+    for i in runs.index[missing]:
+      found = alone.get((runs.at[i, "network"], runs.at[i, "dataset"], runs.at[i, "seed"]), [])
+      if len(found) == 1:
+        runs.at[i, "dense_acc"] = found[0]
+  runs = runs.drop(columns=["schedule_name"], errors="ignore")
   return runs, dense_df, counts
 
 
@@ -125,6 +144,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     dense = stats(group["dense_acc"].dropna()) if group["dense_acc"].notna().any() else None
     row.update(s, compression=1.0 / row["density"], sparsity=1.0 - row["density"],
                retrain_epochs=float(group["retrain_epochs"].iloc[0]),
+               total_steps=group["total_steps"].max() if "total_steps" in group else np.nan,
                seeds=",".join(str(x) for x in sorted(group["seed"])),
                flops_speedup=float(group["flops_speedup"].median())
                if group["flops_speedup"].notna().any() else np.nan,

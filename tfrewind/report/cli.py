@@ -17,7 +17,7 @@ from tfrewind.store import atomic_write
 COLUMNS = ["network", "dataset", "structure", "schedule", "protocol", "method", "density",
            "compression",
            "flops_speedup",
-           "retrain_epochs", "trials", "seeds", "median", "low80", "high80", "min", "max",
+           "retrain_epochs", "total_steps", "trials", "seeds", "median", "low80", "high80", "min", "max",
            "dense_median", "change_pt", "published_median", "published_change_pt",
            "diff_vs_published_pt"]
 
@@ -114,7 +114,8 @@ def main(root: str, out: str, reference_only: bool = False, metric: str = "final
            "",
            f"**Claims:** {aggregate.claims(group)}.", "", f"![]({os.path.basename(stem)}.png)",
            f"![]({os.path.basename(stem)}_speedup.png)",
-           "", _md_table(group, ["method", "density", "compression", "trials", "median", "low80",
+           "", _md_table(group, ["method", "density", "compression", "total_steps", "trials",
+                                 "median", "low80",
                                  "high80", "min", "max", "change_pt", "flops_speedup", "published_change_pt",
                                  "diff_vs_published_pt"]), ""]
   for folder in sorted(glob.glob(os.path.join(root, "*", "barriers.csv"))):

@@ -1,6 +1,8 @@
 """The papers' figure: accuracy change versus compression ratio, one line per method."""
 
 import os
+import re
+import zlib
 
 import matplotlib
 import matplotlib.ticker
@@ -12,18 +14,48 @@ from tfrewind import plan  # noqa: E402  pylint: disable=wrong-import-position
 from tfrewind import registries  # noqa: E402  pylint: disable=wrong-import-position
 
 def style(series: str):
-  """(label, colour, dashed) of a series: a method of tfrewind.plan.METHODS, or method_criterion
-  for a run pruned by another criterion than magnitude (random controls: grey, dashed)."""
+  """(label, colour, dashed) of a series (tfrewind.hparams.series): a method of
+  tfrewind.plan.METHODS, with the criterion, control and scoring step that name it apart
+  (controls: grey, dashed), or a gradual run, `gradual@<total steps>`."""
+  if "@" in series:
+    name, steps = series.split("@", 1)
+    entry = registries.SCHEDULES.get(name)
+    # Budgets of one schedule apart by colour (a stable pick, not Python's salted hash).
+    colour = ("black", "saddlebrown", "darkslateblue", "darkgreen")[zlib.crc32(steps.encode()) % 4]
+    return f"{entry.label if entry else name}, {steps} steps", colour, False
   if series in plan.METHODS:
     m = plan.METHODS[series]
     return m.label or m.name, m.colour, False
   for name in sorted(plan.METHODS, key=len, reverse=True):
     if series.startswith(name + "_"):
-      m, crit = plan.METHODS[name], series[len(name) + 1:]
-      c = registries.CRITERIA.get(crit)
-      return (f"{m.label or m.name} ({c.label if c else crit})",
-              "grey" if c is None or c.control else m.colour, True)
+      m = plan.METHODS[name]
+      labels, colour, control = _parts(series[len(name) + 1:])
+      return f"{m.label or m.name} ({', '.join(labels)})", colour or (
+          "grey" if control else m.colour), True
   return series, "black", False
+
+
+def _parts(rest: str):
+  """(labels, colour, is a control) of a series' suffix: criteria, controls, fromSTEP."""
+  labels, colour, control = [], "", False
+  while rest:
+    for table in (registries.CRITERIA, registries.CONTROLS):
+      hit = max((k for k in table if rest == k or rest.startswith(k + "_")), key=len, default=None)
+      if hit:
+        entry = table[hit]
+        labels.append(entry.label)
+        control |= table is registries.CONTROLS or entry.control
+        colour = entry.colour or colour
+        rest = rest[len(hit) + 1:]
+        break
+    else:
+      step = re.match(r"from(\d+)(?:_|$)", rest)
+      if step is None:
+        return labels + [rest], colour, True  # a name this version does not know
+      labels.append("at initialisation" if step.group(1) == "0" else
+                    f"scored at step {step.group(1)}")
+      rest = rest[step.end():]
+  return labels, colour, control
 
 
 def _order(series: str) -> int:

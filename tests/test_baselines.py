@@ -1,0 +1,320 @@
+"""The baselines: gradual magnitude pruning, SNIP / GraSP / SynFlow, the shuffle controls and
+layers kept dense. Exact where the quantity is exact (counts, masks, SNIP), against independent
+computations (TF-MOT's own PolynomialDecay, tf.GradientTape, NumPy)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule
+
+import tf_keras as keras
+import tfrewind
+from tfrewind import registries
+from tfrewind.errors import ConfigError
+from tfrewind.pruning import masks as masks_lib
+from tfrewind.pruning import saliency
+from tfrewind.pruning import sparsity
+from tfrewind.pruning.spec import PruneSpec
+
+from helpers import compile_sgd, dataset, tiny_resnet
+
+
+def _kernels(model):
+  return [w.numpy() for w, _, _ in sparsity._pruning_vars(model)]  # pylint: disable=protected-access
+
+
+def _mask_list(model):
+  return list(sparsity.get_masks(model).values())
+
+
+class _Counts(keras.callbacks.Callback):
+  """The masks after every optimizer step (placed after GradualCallback)."""
+
+  def __init__(self):
+    super().__init__()
+    self.kept, self.masks = [], []
+
+  def on_train_batch_end(self, batch, logs=None):
+    masks = _mask_list(self.model)
+    self.kept.append(int(sum(m.sum() for m in masks)))
+    self.masks.append(masks)
+
+
+def test_gradual_density_after_every_step_is_tf_mots_polynomial_decay_as_counts():
+  keras.utils.set_random_seed(0)
+  model = tfrewind.prunable(tiny_resnet())
+  compile_sgd(model)
+  model.optimizer.learning_rate = 0.05
+  total = sum(m.size for m in _mask_list(model))
+  begin, end, every, steps = 6, 36, 6, 44
+  counts = _Counts()
+  model.fit(dataset(), epochs=4, steps_per_epoch=steps // 4, verbose=0,
+            callbacks=[tfrewind.GradualCallback(0.2, begin, end, every, power=3), counts])
+  # TF-MOT's own schedule at every step: the density in force after step t is that of the
+  # last step <= t at which it prunes (it prunes before the update of that step).
+  schedule = pruning_schedule.PolynomialDecay(0.0, 0.8, begin, end, power=3, frequency=every)
+  expected, density = [], 1.0
+  for t in range(steps):
+    should, s = schedule(tf.constant(t, tf.int64))
+    if bool(should):
+      density = 1.0 - float(s.numpy())
+    expected.append(masks_lib.kept_count(density, total))
+  assert counts.kept == expected
+  assert expected[end] == masks_lib.kept_count(1.0 - float(np.float32(0.8)), total)
+  assert len(set(expected)) == (end - begin) // every + 1  # a new count at every prune
+  for before, after in zip(counts.masks, counts.masks[1:]):  # masks only shrink
+    assert all(((a > 0) <= (b > 0)).all() for a, b in zip(after, before))
+
+
+def test_gradual_steps_must_reach_the_density():
+  from tfrewind.hparams import HParams  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match="does not divide the pruning span 0..150"):
+    HParams(schedule="gradual", train_steps="300it", lr_boundaries=("150it", "225it"),
+            gradual_every="100it").validate()
+  hp = HParams(schedule="gradual", train_steps="300it", lr_boundaries=("150it", "225it"),
+               gradual_every="10it").validate()
+  assert registries.gradual_steps(hp) == (0, 150, 10)
+  with pytest.raises(ConfigError, match="weight criterion"):
+    HParams(schedule="gradual", criterion="snip", train_steps="300it",
+            lr_boundaries=("150it",), gradual_every="10it").validate()
+
+
+def _batches(n=2, seed=3):
+  rng = np.random.default_rng(seed)
+  return [(tf.constant(rng.random((8, 8, 8, 3), dtype=np.float32)),
+           tf.constant(rng.integers(0, 10, 8))) for _ in range(n)]
+
+
+def test_snip_scores_are_bitwise_an_independent_gradient_tape_computation():
+  keras.utils.set_random_seed(1)
+  plain = tiny_resnet()
+  model = tfrewind.prunable(plain)  # shares plain's layers and weights
+  batches = _batches()
+  got = saliency.scores(model, PruneSpec(criterion="snip"), batches=batches)
+  kernels = [l.kernel for l in plain.layers if hasattr(l, "kernel")]
+  total = [tf.zeros_like(k) for k in kernels]
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  for x, y in batches:
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, plain(x, training=False))
+    total = [t + g for t, g in zip(total, tape.gradient(loss, kernels))]
+  want = [np.abs((k * g).numpy()) for k, g in zip(kernels, total)]
+  assert len(got) == len(want)
+  assert all(np.array_equal(a, b) for a, b in zip(got, want))
+  # One batch is another score: the batches matter.
+  one = saliency.scores(model, PruneSpec(criterion="snip"), batches=batches[:1])
+  assert not all(np.array_equal(a, b) for a, b in zip(one, got))
+
+
+def _mlp():
+  inputs = keras.Input((5,))
+  x = keras.layers.Dense(4, activation="tanh", name="hidden")(inputs)
+  return keras.Model(inputs, keras.layers.Dense(3, name="out")(x), name="mlp")
+
+
+def test_grasp_scores_are_w_times_hessian_gradient_by_an_explicit_hessian():
+  keras.utils.set_random_seed(2)
+  plain = _mlp()
+  model = tfrewind.prunable(plain)
+  rng = np.random.default_rng(0)
+  batches = [(tf.constant(rng.normal(size=(6, 5)).astype(np.float32)),
+              tf.constant(rng.integers(0, 3, 6))) for _ in range(2)]
+  got = saliency.scores(model, PruneSpec(criterion="grasp"), batches=batches)
+  kernels = [plain.get_layer("hidden").kernel, plain.get_layer("out").kernel]
+  t = saliency.GRASP_TEMPERATURE
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  g = [np.zeros(k.shape) for k in kernels]
+  hessian = [[np.zeros(a.shape + b.shape) for b in kernels] for a in kernels]
+  for x, y in batches:
+    with tf.GradientTape(persistent=True) as outer:
+      with tf.GradientTape() as inner:
+        loss = loss_fn(y, plain(x, training=False) / t)
+      grads = inner.gradient(loss, kernels)
+    for i, gi in enumerate(grads):
+      g[i] += gi.numpy()
+      for j, kj in enumerate(kernels):
+        hessian[i][j] += outer.jacobian(gi, kj).numpy()
+  hg = [sum(np.tensordot(hessian[i][j], g[j], axes=g[j].ndim) for j in range(len(kernels)))
+        for i in range(len(kernels))]
+  want = [k.numpy() * h for k, h in zip(kernels, hg)]
+  for a, b in zip(got, want):
+    assert np.max(np.abs(a - b)) <= 1e-6 * np.max(np.abs(b))
+
+
+def test_synflow_scores_are_the_path_norm_gradients_by_hand_and_restore_the_network():
+  keras.utils.set_random_seed(3)
+  inputs = keras.Input((5,))
+  x = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
+  plain = keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+  model = tfrewind.prunable(plain)
+  before = [v.numpy() for v in model.variables]
+  w1, b1 = [np.abs(a.astype(np.float64)) for a in plain.get_layer("hidden").get_weights()]
+  w2 = np.abs(plain.get_layer("out").get_weights()[0].astype(np.float64))
+  # R = 1' (|W2|' (|W1|' 1 + |b1|) + |b2|): dR/dW1[i, j] = sum_k |W2|[j, k], dR/dW2[j, k] = h_j
+  h = w1.sum(axis=0) + b1
+  want = [np.abs(np.outer(np.ones(5), w2.sum(axis=1)) * w1), np.abs(np.outer(h, np.ones(3)) * w2)]
+  got = saliency.scores(model, PruneSpec(criterion="synflow"), density=0.5, rounds=1)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables))
+  # Three rounds: the same prunes by hand, each on the masked |weights|.
+  masks = [np.ones_like(w1), np.ones_like(w2)]
+  for k in (1, 2, 3):
+    m1, m2 = masks
+    a1, a2 = w1 * m1, w2 * m2
+    hk = a1.sum(axis=0) + b1
+    scores = [np.abs(np.outer(np.ones(5), a2.sum(axis=1)) * a1) * m1,
+              np.abs(np.outer(hk, np.ones(3)) * a2) * m2]
+    masks = masks_lib.compute_masks([w1, w2], 0.25 ** (k / 3), masks, scores=scores)
+  got = saliency.scores(model, PruneSpec(criterion="synflow"), density=0.25, rounds=3)
+  tfrewind.prune(model, 0.25, PruneSpec(criterion="synflow"), scores=got)
+  assert all(np.array_equal(a, b) for a, b in zip(_mask_list(model), masks))
+
+
+@pytest.mark.parametrize("control", ["shuffle_masks", "shuffle_weights", "shuffle_layers"])
+def test_shuffle_controls_keep_each_layers_count_move_positions_and_follow_the_seed(control):
+  def pruned(seed):
+    keras.utils.set_random_seed(4)
+    model = tfrewind.prunable(tiny_resnet())
+    source = _kernels(model)
+    tfrewind.prune(model, 0.3, PruneSpec(control=control, seed=seed))
+    return model, source
+
+  keras.utils.set_random_seed(4)
+  plain = tfrewind.prunable(tiny_resnet())
+  tfrewind.prune(plain, 0.3)
+  reference = _mask_list(plain)
+  model, source = pruned(7)
+  masks, kernels = _mask_list(model), _kernels(model)
+  assert [int(m.sum()) for m in masks] == [int(m.sum()) for m in reference]
+  again, _ = pruned(7)
+  assert all(np.array_equal(a, b) for a, b in zip(_kernels(again), kernels))
+  assert all(np.array_equal(a, b) for a, b in zip(_mask_list(again), masks))
+  other, _ = pruned(8)
+  if control == "shuffle_weights":  # the mask stays; the kept values move among its positions
+    assert all(np.array_equal(a, b) for a, b in zip(masks, reference))
+    for k, m, s, r in zip(kernels, masks, source, reference):
+      assert np.array_equal(np.sort(k[m > 0]), np.sort(s[r > 0]))
+    assert not all(np.array_equal(a, b) for a, b in zip(_kernels(other), kernels))
+  else:
+    assert not all(np.array_equal(a, b) for a, b in zip(masks, reference))
+    assert not all(np.array_equal(a, b) for a, b in zip(_mask_list(other), masks))
+  if control == "shuffle_masks":  # the weights stay where they were (the trained ones)
+    for k, m, s in zip(kernels, masks, source):
+      assert np.array_equal(k[m > 0], s[m > 0])
+  if control == "shuffle_layers":  # weights and mask moved together: the kept values stay
+    for k, m, s, r in zip(kernels, masks, source, reference):
+      assert np.array_equal(np.sort(k[m > 0]), np.sort(s[r > 0]))
+  assert all((k[m == 0] == 0).all() for k, m in zip(kernels, masks))
+
+
+def test_keep_dense_layers_stay_whole_and_the_density_counts_the_rest():
+  keras.utils.set_random_seed(5)
+  model = tfrewind.prunable(tiny_resnet())
+  sizes = {name: m.size for name, m in sparsity.get_masks(model).items()}
+  achieved = tfrewind.prune(model, 0.2, keep_dense="stem|logits")
+  masks = sparsity.get_masks(model)
+  assert masks["stem/kernel:0"].all() and masks["logits/kernel:0"].all()
+  rest = sizes["block_conv/kernel:0"] + sizes["shortcut/kernel:0"]
+  kept = int(masks["block_conv/kernel:0"].sum() + masks["shortcut/kernel:0"].sum())
+  assert kept == masks_lib.kept_count(0.2, rest)
+  assert achieved == kept / rest == sparsity.density(model, "stem|logits")
+  assert sparsity.density(model) == (kept + sizes["stem/kernel:0"] + sizes["logits/kernel:0"]) / sum(
+      sizes.values())
+  # Channel pruning keeps them too, beside the classifier it always keeps.
+  channel = tfrewind.prunable(tiny_resnet(), structure="channel")
+  tfrewind.prune(channel, 0.5, structure="channel", keep_dense="stem")
+  assert sparsity.get_masks(channel)["stem/kernel:0"].all()
+  with pytest.raises(ConfigError, match="matches no layer"):
+    tfrewind.prune(model, 0.1, keep_dense="stem_conv")
+  with pytest.raises(ConfigError, match="not a regular expression"):
+    tfrewind.prune(model, 0.1, keep_dense="stem(")
+
+
+def test_rewind_callback_scores_a_gradient_criterion_on_its_own_data():
+  keras.utils.set_random_seed(6)
+  with pytest.raises(ConfigError, match="criterion_data"):
+    tfrewind.RewindCallback("lr_rewind", tfrewind.OneShot(0.3), cycle_steps=4, criterion="snip")
+  model = compile_sgd(tfrewind.prunable(tiny_resnet()))
+  callback = tfrewind.RewindCallback("lr_rewind", tfrewind.OneShot(0.3), cycle_steps=4,
+                                     criterion="snip", criterion_data=dataset(seed=9),
+                                     criterion_batches=2, lr=0.05)
+  model.fit(dataset(), epochs=2, steps_per_epoch=4, callbacks=[callback], verbose=0)
+  assert callback.events[-1]["density"] == pytest.approx(0.3, abs=1e-3)
+
+
+def test_cli_runs_gradual_pruning_at_initialisation_and_a_control_into_the_report(tmp_path,
+                                                                                 capsys):
+  """Scores computed once per dense run and step (two densities, one file), a gradual run
+  without a dense network of its own, a control; the report names each series."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from clitools import QUICK, SMALL, cli  # pylint: disable=g-import-not-at-top
+  from tfrewind.report import aggregate  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "runs"
+  base = [f"--flagfile={QUICK}", f"--root={root}", *SMALL]
+  for extra in (["--methods=weight_rewind", "--criterion=snip", "--mask_from=0it",
+                 "--rewind_step=0it", "--densities=0.3,0.1"],
+                ["--methods=lr_rewind", "--control=shuffle_masks", "--densities=0.1"],
+                ["--schedule=gradual", "--densities=0.1", "--gradual_every=5it"]):
+    status, _, err = cli(["run", *base, *extra], capsys)
+    assert status == 0, err
+  dense = [d for d in os.listdir(root) if d.startswith("dense_")]
+  assert len(dense) == 1
+  assert sorted(os.listdir(root / dense[0] / "scores")) == ["snip_step0_b1.npz"]
+  runs, _, counts = aggregate.collect(str(root))
+  assert counts["finished"] == 5
+  assert sorted(runs["method"]) == ["gradual@40", "lr_rewind_shuffle_masks",
+                                    "weight_rewind_snip_from0", "weight_rewind_snip_from0"]
+  gradual = runs[runs["method"] == "gradual@40"].iloc[0]
+  assert gradual["schedule"] == "one_shot" and gradual["total_steps"] == 40
+  result = json.loads((root / gradual["run"] / "result.json").read_text())
+  metrics = (root / gradual["run"] / "metrics.csv").read_text().strip().splitlines()
+  assert float(metrics[-1].split(",")[metrics[0].split(",").index("density")]) == result["density"]
+  assert abs(result["density"] - 0.1) < 0.01 and result["steps"] == 40
+
+
+def test_the_grid_adds_controls_pruning_at_initialisation_and_budgets():
+  from tfrewind import sweep  # pylint: disable=g-import-not-at-top
+  from tfrewind.hparams import HParams  # pylint: disable=g-import-not-at-top
+  base = HParams(train_steps="300it", lr_boundaries=("150it", "225it"), rewind_step="30it")
+  runs = sweep.grid(base, ["lr_rewind"], [0.3, 0.1], [1], controls=["shuffle_masks"],
+                    at_init=["snip", "random"])
+  assert [(r.method, r.criterion, r.control, r.mask_from, r.density) for r in runs] == [
+      ("lr_rewind", "magnitude", None, None, 0.3),
+      ("lr_rewind", "magnitude", "shuffle_masks", None, 0.3),
+      ("lr_rewind", "magnitude", None, None, 0.1),
+      ("lr_rewind", "magnitude", "shuffle_masks", None, 0.1),
+      ("weight_rewind", "snip", None, "0it", 0.3), ("weight_rewind", "snip", None, "0it", 0.1),
+      ("weight_rewind", "random", None, "0it", 0.3),
+      ("weight_rewind", "random", None, "0it", 0.1)]
+  assert all(r.to_steps("rewind_step") == 0 for r in runs[4:])
+  gradual = HParams(schedule="gradual", train_steps="300it", lr_boundaries=("150it", "225it"),
+                    gradual_every="10it")
+  runs = sweep.unique(sweep.grid(gradual, ["finetune", "lr_rewind"], [0.1], [1],
+                                 train_budgets=["300it", "600it"]))
+  assert [(r.cycle_steps, r.boundaries) for r in runs] == [(300, [150, 225]), (600, [300, 450])]
+  assert sweep.cost(runs)["total"] == 900 and sweep.snapshot_steps(runs) == []
+
+
+def test_new_settings_enter_run_identity_only_when_set_or_read():
+  from tfrewind import hparams as hp_lib  # pylint: disable=g-import-not-at-top
+  base = hp_lib.HParams(train_steps="300it", lr_boundaries=("150it", "225it"),
+                        rewind_step="30it")
+  key = hp_lib.run_key(base, 1)
+  # unread: criterion_batches by magnitude, gradual settings by one-shot
+  assert hp_lib.run_key(dataclasses.replace(base, criterion_batches=4), 1) == key
+  assert hp_lib.run_key(dataclasses.replace(base, gradual_every="10it"), 1) == key
+  for change in (dict(keep_dense="stem_conv"), dict(control="shuffle_masks"),
+                 dict(mask_from="0it"), dict(criterion="snip")):
+    assert hp_lib.run_key(dataclasses.replace(base, **change), 1) != key, change
+  snip = dataclasses.replace(base, criterion="snip")
+  assert hp_lib.run_key(dataclasses.replace(snip, criterion_batches=4), 1) != hp_lib.run_key(
+      snip, 1)
+  # a gradual run reads no retraining method
+  gradual = dataclasses.replace(base, schedule="gradual", gradual_every="10it")
+  assert hp_lib.run_key(dataclasses.replace(gradual, method="finetune"), 1) == hp_lib.run_key(
+      gradual, 1)
+
