@@ -245,6 +245,7 @@ def test_rewind_callback_scores_a_gradient_criterion_on_its_own_data():
   assert callback.events[-1]["density"] == pytest.approx(0.3, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_cli_runs_gradual_pruning_at_initialisation_and_a_control_into_the_report(tmp_path,
                                                                                  capsys):
   """Scores computed once per dense run and step (two densities, one file), a gradual run

@@ -88,10 +88,12 @@ def test_slim_equals_masked_and_counts_only_remaining_channels(name, densities, 
                                rtol=1e-5, atol=1e-5 * np.abs(masked_out).max())
     assert small.count_params() == expected(model, tfrewind.get_masks(model))
     assert small.count_params() < tfrewind.strip(model).count_params()
-    # flops counts exactly the weights slim keeps and that are not zero (a pruned channel
-    # of a stage that only some writers prune stays, with zero weights).
+    # flops counts exactly what slim computes: a pruned channel of a stage that only some
+    # writers prune stays, and its zero weights cost; the sparse count leaves those out.
     f = tfrewind.flops(model)
-    assert _nonzero_macs(small) == f["pruned_macs"] < f["dense_macs"]
+    assert f["count"] == "slim"
+    assert tfrewind.flops(small)["dense_macs"] == f["pruned_macs"] < f["dense_macs"]
+    assert _nonzero_macs(small) == tfrewind.flops(model, count="sparse")["pruned_macs"]
 
 
 def _nonzero_macs(model):

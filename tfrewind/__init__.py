@@ -19,7 +19,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # public name -> module that defines it
 _EXPORTS = {
-    "prunable": "tfrewind.pruning.sparsity", "prune": "tfrewind.pruning.sparsity",
+    "prunable": "tfrewind.pruning.sparsity", "prune": "tfrewind.pruning.target",
     "density": "tfrewind.pruning.sparsity", "get_masks": "tfrewind.pruning.sparsity",
     "layer_densities": "tfrewind.pruning.sparsity", "strip": "tfrewind.pruning.sparsity",
     "OneShot": "tfrewind.pruning.schedules", "Iterative": "tfrewind.pruning.schedules",

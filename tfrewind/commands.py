@@ -65,6 +65,10 @@ def make_grid(check_networks: bool = True) -> List[hp_lib.HParams]:
   if unknown:
     raise UsageError(f"--random_controls={','.join(unknown)} names no method of the grid "
                      f"({','.join(methods)})")
+  if registries.STRUCTURES.get(base.structure) and registries.structure(
+      base.structure).density is not None and FLAGS["density"].present:
+    raise UsageError(f"--structure={base.structure} sets the density itself "
+                     f"({registries.structure(base.structure).counts}): leave --density out")
   runs = sweep.grid(base, methods, densities, seeds, retrains, FLAGS.random_controls, levels,
                     FLAGS.controls, FLAGS.at_init, FLAGS.train_budgets)
   sweep.validate(runs)
@@ -180,7 +184,8 @@ def cmd_sweep(runs) -> int:
         args.append(f"--{name}={','.join(value) if isinstance(value, tuple) else value}")
     if hp.by_level:
       args.append(f"--level={hp.level}")
-    elif registries.schedule(hp.schedule).point == "density":
+    elif (registries.schedule(hp.schedule).point == "density"
+          and registries.structure(hp.structure).density is None):
       args.append(f"--density={hp.density!r}")
     if hp.retrain is not None:
       args.append(f"--retrain={hp.retrain}")

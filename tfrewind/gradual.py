@@ -17,6 +17,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 from tfrewind import rewind
 from tfrewind.errors import ConfigError
 from tfrewind.pruning import sparsity
+from tfrewind.pruning import target as target_lib
 from tfrewind.pruning.spec import PruneSpec
 
 
@@ -73,7 +74,7 @@ class GradualCallback(rewind._StepCallback):  # pylint: disable=protected-access
   def on_train_batch_begin(self, batch, logs=None):
     step = self._step(batch)
     if step in self.densities:
-      achieved = sparsity.prune(self.model, self.densities[step], self.prune)
+      achieved = target_lib.prune(self.model, self.densities[step], self.prune)
       if self.verbose >= 2:
         logging.info("step %d: gradual prune to density %.4f", step, achieved)
 

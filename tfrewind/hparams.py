@@ -88,6 +88,11 @@ class HParams:
   level: int = _f(1, "prune", "structured_a/b: Li et al.'s ratios compound level times "
                   "(1-(1-r)^level of each listed conv's filters; the released trials: 1..5)", min=1)
   criterion: str = _f("magnitude", "prune", registries.help_text(registries.CRITERIA))
+  n_m: str = _f("2:4", "prune", "n_m: keep N of every M consecutive input weights",
+                pattern=r"\d+:\d+", example="N:M, e.g. 2:4")
+  target: str = _f("weights", "prune", "what --density counts: weights (prunable kernel "
+                   "weights) or macs (the fraction of a forward pass's MACs kept, tfrewind.flops)",
+                   choices=("weights", "macs"))
   criterion_batches: int = _f(1, "prune", "snip/grasp: training batches they score, the first "
                               "of the seed's dense data order", min=1)
   synflow_rounds: int = _f(100, "prune", "synflow: prunes towards the density, exponentially "
@@ -155,7 +160,11 @@ class HParams:
 
   @property
   def densities(self) -> Tuple[float, ...]:
-    """The density after each round, by the schedule's registry entry."""
+    """The density after each round, by the schedule's registry entry (or the structure's,
+    when its rule sets the density: N:M)."""
+    entry = registries.STRUCTURES.get(self.structure)
+    if entry is not None and entry.density is not None:
+      return (entry.density(self),)
     return registries.schedule(self.schedule).densities(self)
 
   def plan(self) -> plan_lib.Retrain:
@@ -257,6 +266,12 @@ class HParams:
         raise ConfigError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
     if self.control is not None:
       registries.control(self.control)
+    if self.target == "macs" and (self.by_level or self.structure == "n_m"):
+      raise ConfigError(f"--target=macs sets a density: --structure={self.structure} sets its own")
+    if self.structure == "n_m":
+      masks_lib.parse_n_m(self.n_m)
+      if self.schedule != "one_shot":
+        raise ConfigError("--structure=n_m prunes once, to N of every M: use --schedule=one_shot")
     if self.keep_dense is not None:
       masks_lib.keep_dense_pattern(self.keep_dense)
     check = registries.schedule(self.schedule).check
@@ -315,6 +330,10 @@ def check_item(name: str, value) -> Optional[str]:
     return None
   if isinstance(value, str) and not value.strip():
     return "empty: give a value, or leave the flag out"
+  if meta.get("choices") and value not in meta["choices"]:
+    return f"use {' or '.join(meta['choices'])}"
+  if meta.get("pattern") and not re.fullmatch(meta["pattern"], str(value)):
+    return f"write it as {meta['example']}"
   if name in STEP_FIELDS:
     match = re.fullmatch(STEPS_RE, str(value))
     if not match:
@@ -351,10 +370,10 @@ def identity(hp: HParams, round_: int = 0) -> Dict[str, Any]:
   schedule = registries.schedule(hp.schedule)
   # mask_from, control and keep_dense are unset by default: they enter only when set.
   prune_reads = ({"schedule", "scope", "structure", "criterion", "mask_from", "control",
-                  "keep_dense"} | set(schedule.reads)
+                  "keep_dense", "target"} | set(schedule.reads)
                  | set(registries.structure(hp.structure).reads)
                  | set(registries.criterion(hp.criterion).reads))
-  if hp.by_level:
+  if hp.by_level or registries.structure(hp.structure).density is not None:
     prune_reads.discard("density")
   unused = tuple(f.name for f in dataclasses.fields(hp)
                  if f.metadata["group"] == "prune" and f.name not in prune_reads)
@@ -379,13 +398,3 @@ def run_key(hp: HParams, round_: int = 0) -> str:
   """The hash in a run folder's name (tests/test_identity.py pins some: change it knowingly)."""
   return hashlib.sha256(json.dumps(identity(hp, round_), sort_keys=True).encode()).hexdigest()[:10]
 
-
-def series(hp: HParams, total_steps=None) -> str:
-  """What a run is called in progress lines and the report: its method, with the criterion,
-  control and scoring step when not the defaults (lr_rewind_random, weight_rewind_snip_from0);
-  a gradual run by its schedule and, given them, its total optimizer steps (gradual@600)."""
-  if registries.schedule(hp.schedule).from_scratch:
-    return hp.schedule + (f"@{total_steps}" if total_steps else "")
-  return "_".join([hp.method] + ([hp.criterion] if hp.criterion != "magnitude" else [])
-                  + ([hp.control] if hp.control else [])
-                  + ([f"from{hp.to_steps('mask_from')}"] if hp.mask_from is not None else []))

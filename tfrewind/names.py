@@ -9,6 +9,8 @@ import dataclasses
 import re
 from typing import Optional, Tuple
 
+from tfrewind import registries
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -55,3 +57,14 @@ def num_classes(dataset: str) -> int:
 
 # CIFAR ResNet shortcuts (tfrewind.models.resnet): where the shape changes, everywhere, or zero-pad.
 SHORTCUTS = ("projection", "projection_all", "pad")
+
+
+def series(hp, total_steps=None) -> str:
+  """What a run is called in progress lines and the report: its method, with the criterion,
+  control and scoring step when not the defaults (lr_rewind_random, weight_rewind_snip_from0);
+  a gradual run by its schedule and, given them, its total optimizer steps (gradual@600)."""
+  if registries.schedule(hp.schedule).from_scratch:
+    return hp.schedule + (f"@{total_steps}" if total_steps else "")
+  return "_".join([hp.method] + ([hp.criterion] if hp.criterion != "magnitude" else [])
+                  + ([hp.control] if hp.control else [])
+                  + ([f"from{hp.to_steps('mask_from')}"] if hp.mask_from is not None else []))

@@ -11,7 +11,7 @@ import time
 from typing import Dict, List, Optional, Sequence, TextIO
 
 from tfrewind import hparams as hp_lib
-from tfrewind import registries
+from tfrewind import names
 from tfrewind import store
 
 
@@ -44,7 +44,7 @@ class Progress:
   def _label(self, hp: hp_lib.HParams, round_: int) -> str:
     point = (f"{hp.structure} level {hp.level}" if hp.by_level
              else f"density {hp.densities[round_ - 1]:.4g}")
-    return f"[{self.done + 1}/{len(self.networks)}] {hp_lib.series(hp)} {point} seed {hp.seed}"
+    return f"[{self.done + 1}/{len(self.networks)}] {names.series(hp)} {point} seed {hp.seed}"
 
   def start(self, hp: hp_lib.HParams, round_: int) -> None:
     self._started = self.clock()
@@ -62,7 +62,7 @@ class Progress:
     dense_result = store.read_json(dense.result) if dense is not None else None
     dense_accuracy = dense_result["test_accuracy"] if dense_result else None
     density = result["density"] if hp.by_level else hp.densities[round_ - 1]
-    self.rows.append((hp.seed, hp_lib.series(hp), density, accuracy, dense_accuracy))
+    self.rows.append((hp.seed, names.series(hp), density, accuracy, dense_accuracy))
     if trained:
       self._timed.setdefault(hp.model, []).append(seconds)
     self.done += 1

@@ -40,6 +40,8 @@ class Structure:
   by_level: bool = False
   silences_channels: bool = False
   masks: Optional[Callable[..., List[np.ndarray]]] = None
+  # Its own rule sets the density (`fn(hp) -> density`, N:M's N/M): --density is not read.
+  density: Optional[Callable[..., float]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +209,11 @@ def schedule(name: str) -> Schedule:
   return SCHEDULES[name]
 
 
+def _n_over_m(text: str) -> float:
+  n, m = (int(p) for p in str(text).split(":"))
+  return n / m
+
+
 def help_text(table: Dict) -> str:
   return "; ".join(f"{e.name}: {e.help}" for e in table.values())
 
@@ -224,7 +231,13 @@ for _entry in (
               "ran it (ResNet-56/110, one-shot, --level)", "Structured-A", reads=("level",),
               counts="", by_level=True, silences_channels=True),
     Structure("structured_b", "Li et al.'s setting B, likewise", "Structured-B",
-              reads=("level",), counts="", by_level=True, silences_channels=True)):
+              reads=("level",), counts="", by_level=True, silences_channels=True),
+    # TF-MOT's sparsity_m_by_n layout (tfrewind.pruning.masks.n_m_masks): sparse tensor cores.
+    Structure("n_m", "--n_m=N:M: in every M consecutive weights along a kernel's input "
+              "channels keep the N largest (2:4, sparse tensor cores); density N/M, a kernel "
+              "whose input size M does not divide stays dense", "N:M", reads=("n_m",),
+              counts="N of every M consecutive input weights",
+              density=lambda hp: _n_over_m(hp.n_m))):
   STRUCTURES[_entry.name] = _entry
 
 CRITERIA["magnitude"] = Criterion(

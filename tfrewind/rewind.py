@@ -22,6 +22,7 @@ from tfrewind import registries
 from tfrewind import snapshots
 from tfrewind.pruning import schedules as schedules_lib
 from tfrewind.pruning import sparsity
+from tfrewind.pruning import target as target_lib
 from tfrewind.pruning.spec import PruneSpec
 from tfrewind.snapshots import Snapshot
 from tfrewind.errors import ConfigError
@@ -322,12 +323,13 @@ class RewindCallback(_StepCallback):
     target = self.schedule.density_at_round(r)
     seed = self.prune_kwargs["seed"] * 1000 + self.first_round + r - 1
     control = self.prune.control
-    kwargs = dict(self.prune_kwargs, control=None)
+    scores = self._scores(target)
     if control is None:
-      achieved = sparsity.prune(self.model, target, scores=self._scores(target), **kwargs)
+      achieved = target_lib.prune(self.model, target, self.prune, scores=scores)
     else:  # the control shuffles the kernels the round retrains from: rewound, redrawn or kept
-      kwargs.pop("control")
-      new = sparsity.new_masks(self.model, target, scores=self._scores(target), **kwargs)
+      kwargs = {k: v for k, v in self.prune_kwargs.items() if k not in ("control", "target")}
+      new = sparsity.new_masks(self.model, target_lib.weight_density(
+          self.model, target, self.prune, scores), scores=scores, **kwargs)
     if self.plan.weights_from is not None:
       snapshots.rewind_weights(self.model, self._snapshot, optimizer=self.restore_optimizer)
     if self.plan.reinit:

@@ -58,6 +58,8 @@ def _grid(base, methods, densities, seeds, retrains, random_controls, levels, co
           at_init):
   if base.by_level:
     points = [dict(level=level) for level in levels]
+  elif registries.structure(base.structure).density is not None:  # N:M sets its own
+    points = [{}]
   elif registries.schedule(base.schedule).point == "density":
     points = [dict(density=density) for density in densities]
   else:
@@ -130,7 +132,8 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
     network = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
     # A criterion that scores the network keeps the same counts as magnitude does.
     criterion = "magnitude" if registries.criterion(hp.criterion).scores_model else hp.criterion
-    key = (hp.scope, hp.structure, criterion, hp.channel_count, hp.classifier, hp.keep_dense)
+    key = (hp.scope, hp.structure, criterion, hp.channel_count, hp.classifier, hp.keep_dense,
+           hp.n_m)
     # structured_a/b: the highest level prunes most
     point = -hp.level if hp.by_level else min(hp.densities)
     points = smallest.setdefault(network, {})
@@ -145,13 +148,13 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
     except ValueError as e:
       raise ConfigError(f"--model={model}: {e}") from None
     try:
-      for (scope, structure, criterion, count, classifier, keep_dense), point in points.items():
+      for (scope, structure, criterion, count, classifier, keep_dense, n_m), point in points.items():
         by_level = registries.structure(structure).by_level
         density, level = (1.0, -point) if by_level else (point, 1)
         try:
           sparsity.new_masks(net, density, scope=scope, structure=structure,
                              criterion=criterion, count=count, classifier=classifier,
-                             level=level, keep_dense=keep_dense)
+                             level=level, keep_dense=keep_dense, n_m=n_m)
         except masks.NothingKept as e:
           raise ConfigError(f"density {density:.3g} keeps no weight of {model} with "
                            f"--scope={scope} --structure={structure} ({e})") from None

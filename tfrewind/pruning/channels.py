@@ -192,12 +192,13 @@ def plan(model: keras.Model) -> Plan:
               norms={name: keep[find(o)] for name, o in norms})
 
 
-def kept_weights(layer, p: Optional[Plan] = None) -> np.ndarray:
-  """0/1 array over the kernel: 1 where a weight is kept (mask) and both its channels are."""
+def kept_weights(layer, p: Optional[Plan] = None, sparse: bool = True) -> np.ndarray:
+  """0/1 array over the kernel: 1 where both channels of a weight are kept, and (sparse) the
+  weight itself is (its mask; False: zero weights of kept channels count, as slim runs them)."""
   from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
   inner = _inner(layer)
   shape = tuple(inner.kernel.shape)
-  mask = (layer.pruning_vars[0][1].numpy() if isinstance(layer, sparsity.Masked)
+  mask = (layer.pruning_vars[0][1].numpy() if isinstance(layer, sparsity.Masked) and sparse
           else np.ones(shape, np.float32))
   if p is not None and inner.name in p.outputs:
     mask = mask * p.outputs[inner.name]

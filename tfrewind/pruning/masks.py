@@ -318,3 +318,45 @@ def filter_masks(weights: Sequence[np.ndarray], ratios: Dict[int, float], level:
     m[..., pruned] = 0
     masks[i] = m
   return masks
+
+
+def parse_n_m(text: str):
+  """'2:4' -> (2, 4): keep N of every M (ConfigError unless 0 < N < M)."""
+  try:
+    n, m = (int(p) for p in str(text).split(":"))
+  except ValueError:
+    raise ConfigError(f"--n_m={text!r} is not N:M: write e.g. 2:4") from None
+  if not 0 < n < m:
+    raise ConfigError(f"--n_m={text!r}: keep N of every M with 0 < N < M, e.g. 2:4")
+  return n, m
+
+
+def n_m_applies(kernel: np.ndarray, m: int) -> bool:
+  """A Conv or Dense kernel whose input size is a multiple of M (TF-MOT leaves others dense)."""
+  return np.ndim(kernel) >= 2 and np.shape(kernel)[-2] % m == 0
+
+
+def n_m_masks(weights: Sequence[np.ndarray], n: int, m: int,
+              masks: Optional[Sequence[np.ndarray]] = None,
+              scores: Optional[Sequence[np.ndarray]] = None) -> List[np.ndarray]:
+  """N:M sparsity in TF-MOT's `sparsity_m_by_n` layout: the kernel read as [C_OUT, ..., C_IN],
+  every M consecutive weights along C_IN keep the N of highest score (|w| by default; ties: the
+  lower index; pruned weights never return). Kernels that `n_m_applies` rejects keep their
+  masks (the 3-channel stem, as TF-MOT does)."""
+  out = []
+  for i, w in enumerate(weights):
+    w = np.asarray(w)
+    old = np.ones(w.shape, np.float32) if masks is None else np.asarray(masks[i], np.float32)
+    if not n_m_applies(w, m):
+      out.append((old > 0).astype(np.float32))
+      continue
+    s = np.abs(w.astype(np.float64)) if scores is None else np.asarray(scores[i], np.float64)
+    s = np.where(old > 0, s, -np.inf)
+    groups = np.moveaxis(s, -1, 0).reshape(-1, m)
+    # Per group, positions by descending score, ties to the lower position.
+    order = np.lexsort((np.broadcast_to(np.arange(m), groups.shape), -groups), axis=-1)
+    keep = np.zeros(groups.shape, bool)
+    np.put_along_axis(keep, order[:, :n], True, axis=-1)
+    keep = np.moveaxis(keep.reshape(np.moveaxis(s, -1, 0).shape), 0, -1)
+    out.append((keep & (old > 0)).astype(np.float32))
+  return out

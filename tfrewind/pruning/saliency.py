@@ -105,7 +105,7 @@ def synflow(model, context: Context) -> List[np.ndarray]:
   weights (the others -inf), so one prune to `density` with them sets SynFlow's masks.
   """
   spec, target, rounds = context.spec, float(context.density), int(context.rounds)
-  args = {k: v for k, v in spec.kwargs().items() if k != "control"}
+  args = {k: v for k, v in spec.kwargs().items() if k not in ("control", "target")}
   pvars = sparsity._pruning_vars(model)  # pylint: disable=protected-access
   saved = [v.numpy() for v in model.variables]
   start = sparsity.density(model, spec.keep_dense)

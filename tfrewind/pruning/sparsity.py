@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 import tf_keras as keras
 from tfrewind import registries
@@ -138,7 +139,7 @@ def prune(model, density: float, spec=None, *, scope: str = "global",
           structure: str = "unstructured", criterion: str = "magnitude", seed: int = 0,
           count: str = "weights", classifier: str = "fixed", level: int = 1,
           keep_dense: Optional[str] = None, scores=None, control: Optional[str] = None,
-          source=None) -> float:
+          source=None, n_m: str = "2:4") -> float:
   """Sets the masks to keep `density` of the prunable weights, from the current weights.
 
   Weights already pruned stay pruned. Pruned weights and their optimizer slots
@@ -180,9 +181,12 @@ def prune(model, density: float, spec=None, *, scope: str = "global",
   """
   from tfrewind.pruning.spec import PruneSpec  # pylint: disable=g-import-not-at-top
   spec = spec if spec is not None else PruneSpec(scope, structure, criterion, count, classifier,
-                                                 level, seed, keep_dense, control)
+                                                 level, seed, keep_dense, control, n_m)
   args = spec.kwargs()
   control = args.pop("control")
+  if args.pop("target") != "weights":
+    raise ConfigError("a density that counts MACs (target='macs') is resolved by tfrewind.prune "
+                      "(tfrewind.pruning.target.prune), not tfrewind.pruning.sparsity.prune")
   new = new_masks(model, density, scores=scores, **args)
   if control is not None:
     apply_control(model, new, control, spec.seed,
@@ -229,7 +233,7 @@ def record_thresholds(model, scope: Optional[str]) -> None:
 def new_masks(model, density: float, scope: str = "global", structure: str = "unstructured",
               criterion: str = "magnitude", seed: int = 0, count: str = "weights",
               classifier: str = "fixed", level: int = 1, keep_dense: Optional[str] = None,
-              scores=None) -> List[np.ndarray]:
+              scores=None, n_m: str = "2:4") -> List[np.ndarray]:
   """The masks `prune` would set, computed without setting them (ValueError as prune)."""
   pvars = _pruning_vars(model)
   weights = [w.numpy() for w, _, _ in pvars]
@@ -246,6 +250,8 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
                         f"say which convs are pruned; leave --keep_dense out")
     return masks_lib.filter_masks(weights, filter_ratios(weights, structure), level, old,
                                   seed=0)  # the original seeds its rounding with 0, every time
+  if structure == "n_m":
+    return _n_m(model, weights, old, fixed, n_m, scores, criterion, seed)
   if entry.masks is not None:  # a user's structure (tfrewind.register_structure)
     free = [i for i, f in enumerate(fixed) if not f]
     got = iter(_checked(entry.masks([weights[i] for i in free], masks_lib.check_density(density),
@@ -265,6 +271,22 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
   return masks_lib.compute_masks(weights, density, old, scope=scope, structure=structure,
                                  criterion=criterion, seed=seed, fixed=fixed, count=count,
                                  rows=rows, scores=scores)
+
+
+def _n_m(model, weights, old, fixed, n_m, scores, criterion, seed) -> List[np.ndarray]:
+  """N:M masks (masks.n_m_masks), by the criterion's per-weight scores; kernels kept dense
+  (--keep_dense, or an input size that M does not divide) keep theirs and are logged."""
+  n, m = masks_lib.parse_n_m(n_m)
+  entry = registries.criterion(criterion)
+  if scores is None and not entry.scores_model:
+    scores = entry.score(weights, np.random.default_rng(seed))
+  new = masks_lib.n_m_masks(weights, n, m, old, scores)
+  names = kernel_names(model)
+  dense = [names[i] for i, w in enumerate(weights) if fixed[i] or not masks_lib.n_m_applies(w, m)]
+  if dense:
+    logging.info("n_m %s: kept dense (input size not a multiple of %d, or --keep_dense): %s",
+                 n_m, m, ", ".join(dense))
+  return [(o > 0).astype(np.float32) if f else k for k, o, f in zip(new, old, fixed)]
 
 
 def _checked(new, weights, old, structure) -> List[np.ndarray]:

@@ -26,6 +26,8 @@ class PruneSpec:
   seed: seed of random criteria and of controls.
   keep_dense: a regular expression on layer names: their kernels are never pruned.
   control: a name of tfrewind.registries.CONTROLS (shuffle_masks, ...), or None.
+  n_m: structure n_m: keep N of every M, "N:M".
+  target: what a density counts: "weights", or "macs" (tfrewind.pruning.target).
   """
   scope: str = "global"
   structure: str = "unstructured"
@@ -36,6 +38,8 @@ class PruneSpec:
   seed: int = 0
   keep_dense: Optional[str] = None
   control: Optional[str] = None
+  n_m: str = "2:4"
+  target: str = "weights"
 
   def __post_init__(self):
     if self.scope not in masks_lib.SCOPES:
@@ -53,13 +57,16 @@ class PruneSpec:
       masks_lib.keep_dense_pattern(self.keep_dense)
     if self.control is not None:
       registries.control(self.control)
+    masks_lib.parse_n_m(self.n_m)
+    if self.target not in ("weights", "macs"):
+      raise ConfigError(f"target must be weights or macs, got {self.target!r}")
 
   @classmethod
   def from_hparams(cls, hp) -> "PruneSpec":
     """The spec of a run's settings (tfrewind.hparams.HParams)."""
     return cls(scope=hp.scope, structure=hp.structure, criterion=hp.criterion,
                count=hp.channel_count, classifier=hp.classifier, level=hp.level, seed=hp.seed,
-               keep_dense=hp.keep_dense, control=hp.control)
+               keep_dense=hp.keep_dense, control=hp.control, n_m=hp.n_m, target=hp.target)
 
   def kwargs(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)

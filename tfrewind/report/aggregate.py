@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tfrewind import hparams as hp_lib
+from tfrewind import names
 from tfrewind import plan
 from tfrewind import registries
 
@@ -79,7 +80,7 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
       continue
     # Another criterion (a random control, SNIP at initialisation, a user's), a control, a
     # scoring step, or a gradual run's budget: each is its own series (hparams.series).
-    method = hp_lib.series(hp_lib.HParams.from_json(hp), meta.get("total_steps"))
+    method = names.series(hp_lib.HParams.from_json(hp), meta.get("total_steps"))
     schedule = registries.SCHEDULES.get(hp["schedule"])
     row["schedule_name"] = hp["schedule"]
     if schedule is not None and schedule.figure:  # a gradual run, in the one-shot figure

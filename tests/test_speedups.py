@@ -1,0 +1,114 @@
+"""Pruned networks that really run faster (#24, in part): MACs that the slim network computes,
+and N:M sparsity in TF-MOT's layout."""
+
+import numpy as np
+import pytest
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils
+
+import tf_keras as keras
+import tfrewind
+from tfrewind.errors import ConfigError
+from tfrewind.pruning import masks as masks_lib
+from tfrewind.pruning import sparsity
+
+
+@pytest.mark.parametrize("name,structure,prune", [
+    ("resnet20", "channel", dict(density=0.5)),
+    ("resnet20", "channel", dict(density=0.25, scope="layerwise")),
+    pytest.param("resnet56", "structured_b", dict(density=1.0, level=2),
+                 marks=pytest.mark.slow)])
+def test_flops_of_a_channel_prune_are_the_macs_its_slim_network_computes(name, structure, prune):
+  keras.utils.set_random_seed(0)
+  model = tfrewind.prunable(tfrewind.build_model(name), structure=structure)
+  tfrewind.prune(model, structure=structure, **prune)
+  masked = tfrewind.flops(model)
+  small = tfrewind.flops(tfrewind.slim(model))
+  assert masked["count"] == "slim"
+  assert masked["pruned_macs"] == small["dense_macs"] < masked["dense_macs"]
+  # The sparse count is lower: zero weights of kept stage channels cost nothing there.
+  assert tfrewind.flops(model, count="sparse")["pruned_macs"] <= masked["pruned_macs"]
+
+
+def test_unstructured_macs_stay_the_theoretical_sparse_count():
+  keras.utils.set_random_seed(0)
+  model = tfrewind.prunable(tfrewind.build_model("resnet20"))
+  tfrewind.prune(model, 0.2)
+  f = tfrewind.flops(model)
+  assert f["count"] == "sparse" and f["pruned_macs"] < f["dense_macs"] / 2
+
+
+def test_n_m_keeps_exactly_n_of_every_m_input_weights_and_tf_mot_accepts_it():
+  keras.utils.set_random_seed(1)
+  model = tfrewind.prunable(tfrewind.build_model("resnet20"), structure="n_m")
+  achieved = tfrewind.prune(model, 0.5, structure="n_m", n_m="2:4")
+  stripped = tfrewind.strip(model)
+  checked = 0
+  for layer in stripped.layers:
+    if not hasattr(layer, "kernel"):
+      continue
+    kernel = layer.kernel.numpy()
+    if kernel.shape[-2] % 4:  # the 3-channel stem stays dense, as TF-MOT leaves it
+      assert np.count_nonzero(kernel) == kernel.size, layer.name
+      continue
+    groups = np.moveaxis(kernel, -1, 0).reshape(-1, 4)
+    assert (np.count_nonzero(groups, axis=1) == 2).all(), layer.name
+    assert pruning_utils.is_pruned_m_by_n(layer.kernel, m_by_n=(2, 4))
+    checked += 1
+  assert checked == 21  # 18 block convs, 2 projection shortcuts, the classifier
+  stem = 3 * 3 * 3 * 16
+  total = sum(m.size for m in sparsity.get_masks(model).values())
+  assert achieved == ((total - stem) / 2 + stem) / total
+
+
+def test_n_m_keeps_the_largest_and_never_revives():
+  w = np.array([[0.1, -0.9, 0.5, 0.2, 3.0, 1.0, -2.0, 0.0]]).T  # (8, 1): C_IN 8, C_OUT 1
+  (mask,) = masks_lib.n_m_masks([w], 2, 4)
+  assert mask[:, 0].tolist() == [0, 1, 1, 0, 1, 0, 1, 0]
+  old = np.ones_like(w, np.float32)
+  old[1] = 0  # already pruned: the group keeps its next two
+  (mask,) = masks_lib.n_m_masks([w], 2, 4, [old])
+  assert mask[:, 0].tolist() == [0, 0, 1, 1, 1, 0, 1, 0]
+  tie = np.ones((4, 1))
+  assert masks_lib.n_m_masks([tie], 1, 4)[0][:, 0].tolist() == [1, 0, 0, 0]
+  for bad in ("4:4", "2", "a:b", "0:4"):
+    with pytest.raises(ConfigError, match="n_m"):
+      masks_lib.parse_n_m(bad)
+
+
+def _positions(layer):
+  return int(np.prod(layer.output_shape[1:-1])) if len(layer.output_shape) > 2 else 1
+
+
+def test_target_macs_lands_within_one_weight_unstructured():
+  keras.utils.set_random_seed(2)
+  model = tfrewind.prunable(tfrewind.build_model("resnet20"))
+  dense = tfrewind.flops(model)["dense_macs"]
+  tfrewind.prune(model, 0.3, tfrewind.PruneSpec(target="macs"))
+  got = tfrewind.flops(model)["pruned_macs"]
+  one_weight = max(_positions(w) for w in sparsity.wrappers(model))  # a stage-1 conv weight
+  assert abs(got - 0.3 * dense) <= one_weight
+  with pytest.raises(ConfigError, match="resolved by tfrewind.prune"):
+    sparsity.prune(model, 0.2, tfrewind.PruneSpec(target="macs"))
+
+
+def test_target_macs_channel_is_the_closest_threshold():
+  from tfrewind.pruning.spec import PruneSpec  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning import target  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(3)
+  model = tfrewind.prunable(tfrewind.build_model("resnet20"), structure="channel")
+  dense = tfrewind.flops(model)["dense_macs"]
+  spec = PruneSpec(structure="channel", target="macs")
+  chosen = target.weight_density(model, 0.4, spec)
+  pvars = sparsity._pruning_vars(model)  # pylint: disable=protected-access
+
+  def macs_at(d):
+    for (_, mask, _), m in zip(pvars, sparsity.new_masks(model, d, structure="channel")):
+      mask.assign(m)
+    value = tfrewind.flops(model)["pruned_macs"]
+    for _, mask, _ in pvars:
+      mask.assign(np.ones(mask.shape, np.float32))
+    return value
+
+  best = abs(macs_at(chosen) - 0.4 * dense)
+  assert all(best <= abs(macs_at(d) - 0.4 * dense) for d in np.linspace(0.2, 0.7, 60))
+  assert best <= 0.02 * dense
