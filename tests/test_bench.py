@@ -12,7 +12,9 @@ def test_bench_prints_every_row_and_ratio(capsys):
   assert bench.main(models=["resnet8"], repeats=1, steps=2, batch=8, inference=["resnet8"],
                     quickstart=False) == 0
   out = capsys.readouterr().out
-  assert "resnet8       0.50" in out and "resnet8       0.25" in out  # masked vs slim
+  for structure, density in (("channel", "0.50"), ("channel", "0.25"),
+                             ("channel_group", "0.50"), ("n_m", "0.50")):  # masked vs deployed
+    assert f"resnet8    {structure:<14} {density:>7}" in out, (structure, density)
   for row in ("dense tf_keras", "tfrewind pruned 0.2", "input pipeline", "ratio pruned/dense",
               "ratio pipeline/train", "global threshold of wrn16_8", "checkpoint of resnet20",
               "pruned/dense, median step of all repeats: resnet8"):

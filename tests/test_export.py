@@ -36,8 +36,13 @@ def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
   assert sorted(os.listdir(out)) == ["export.json", "model.tflite", "saved_model"]
   info = json.load(open(os.path.join(out, "export.json")))
   assert info["slim_parameters"] == result["slim_parameters"] and "parameters" in stdout
-  # Slim keeps the zero weights of channels that only some writers of a stage prune.
-  assert result["pruned_macs"] <= info["slim_dense_macs"] < info["dense_macs"]
+  # The masked network's MACs are what slim computes (zero weights of a stage channel that
+  # only some writers prune stay, and cost), and the TFLite latency of all three is there.
+  assert result["pruned_macs"] == info["slim_dense_macs"] < info["dense_macs"]
+  assert result["macs_count"] == info["macs_count"] == "slim"
+  latency = info["tflite_latency_ms"]
+  assert sorted(latency) == ["dense", "masked", "slim"]
+  assert all(v["1"] > 0 and v["all"] > 0 for v in latency.values()) and "TFLite" in stdout
 
   masked, _, _ = export_lib.load_run(run)
   x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
@@ -57,7 +62,8 @@ def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
   np.testing.assert_allclose(lite, expected, rtol=1e-3, atol=1e-3)
 
   # Exporting again replaces the earlier export whole; a foreign folder is never replaced.
-  assert cli(["export", f"--run={run}", f"--out={out}"], capsys)[0] == 0
+  assert cli(["export", f"--run={run}", f"--out={out}", "--latency_runs=0"], capsys)[0] == 0
+  assert "tflite_latency_ms" not in json.load(open(os.path.join(out, "export.json")))
   assert not glob.glob(str(tmp_path / "exported.*"))
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("keep")

@@ -112,3 +112,76 @@ def test_target_macs_channel_is_the_closest_threshold():
   best = abs(macs_at(chosen) - 0.4 * dense)
   assert all(best <= abs(macs_at(d) - 0.4 * dense) for d in np.linspace(0.2, 0.7, 60))
   assert best <= 0.02 * dense
+
+
+def _group_model(name, **kw):
+  keras.utils.set_random_seed(4)
+  return tfrewind.prunable(tfrewind.build_model(name, **kw), structure="channel_group")
+
+
+def _user_model():
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+  x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="a_bn")(x))
+  y = keras.layers.Conv2D(8, 3, padding="same", name="b")(x)
+  y = keras.layers.BatchNormalization(name="b_bn")(y)
+  x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+  x = keras.layers.Conv2D(12, 1, name="c")(x)
+  x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+  return keras.Model(inputs, keras.layers.Dense(5, name="out")(x))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "wrn16_8", "vgg16", "user",
+                                  pytest.param("resnet50", marks=pytest.mark.slow)])
+def test_channel_group_slim_computes_the_masked_outputs_and_its_macs_are_flops(name):
+  if name == "user":
+    keras.utils.set_random_seed(4)
+    model, shape = tfrewind.prunable(_user_model(), structure="channel_group"), (4, 8, 8, 3)
+  else:
+    model = _group_model(name, **({"num_classes": 10} if name == "resnet50" else {}))
+    shape = (2,) + tuple(model.input_shape[1:])
+  # Trained-like BatchNorm statistics, so that a wrongly kept channel would show.
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      n = layer.moving_mean.shape[0]
+      layer.moving_mean.assign(np.random.default_rng(0).normal(0, 0.1, n).astype(np.float32))
+      layer.beta.assign(np.random.default_rng(1).normal(0, 0.1, n).astype(np.float32))
+  achieved = tfrewind.prune(model, 0.5, structure="channel_group")
+  assert abs(achieved - 0.5) < 0.02
+  small = tfrewind.slim(model)
+  x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+  want = model(x, training=False).numpy()
+  assert np.abs(small(x, training=False).numpy() - want).max() <= 1e-5 * max(
+      1.0, np.abs(want).max())
+  assert tfrewind.flops(model)["pruned_macs"] == tfrewind.flops(small)["dense_macs"]
+  assert small.count_params() < tfrewind.strip(model).count_params()
+
+
+def test_a_residual_stage_channel_goes_from_every_writer_and_reader_at_once():
+  model = _group_model("resnet20")
+  tfrewind.prune(model, 0.3, structure="channel_group")
+  masks = sparsity.get_masks(model)
+  removed = 0
+  for stage, width, writers, readers in (
+      (1, 16, ["stem_conv"], ["stage2_block1_conv1", "stage2_block1_shortcut"]),
+      (2, 32, ["stage2_block1_shortcut"], ["stage3_block1_conv1", "stage3_block1_shortcut"]),
+      (3, 64, ["stage3_block1_shortcut"], [])):
+    writers = writers + [f"stage{stage}_block{b}_conv2" for b in (1, 2, 3)]
+    readers = readers + [f"stage{stage}_block{b}_conv1" for b in (2, 3)]
+    dead = [~masks[f"{w}/kernel:0"].reshape(-1, width).any(axis=0) for w in writers]
+    assert all(np.array_equal(d, dead[0]) for d in dead), stage
+    for r in readers:
+      assert np.array_equal(~masks[f"{r}/kernel:0"].any(axis=(0, 1, 3)), dead[0]), (stage, r)
+    removed += int(dead[0].sum())
+  assert removed > 0
+  last = ~masks["stage3_block1_shortcut/kernel:0"].reshape(-1, 64).any(axis=0)
+  assert np.array_equal(~masks["logits/kernel:0"].any(axis=1), last)  # the classifier's rows
+
+
+def test_channel_group_names_a_layer_it_cannot_group():
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(4, 3, name="a")(inputs)
+  x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+  model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+  with pytest.raises(ConfigError, match="'dw'"):
+    tfrewind.prunable(model, structure="channel_group")

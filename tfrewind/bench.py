@@ -158,43 +158,63 @@ def checkpoint_seconds(name="resnet20", repeats=3):
 
 
 def inference_speedups(names=("resnet20", "resnet56"), densities=(0.5, 0.25), batch=128,
-                       repeats=4, seconds=0.5):
-  """Inference images/s of channel-pruned networks, masked against slim, interleaved.
+                       repeats=4, seconds=0.5, structures=("channel", "channel_group", "n_m")):
+  """Inference images/s of pruned networks, masked against what they deploy as, interleaved.
 
-  Every conv keeps `density` of its output channels (layerwise channel pruning),
-  so that each layer's width is what the density says.
+  channel: every conv keeps `density` of its output channels (layerwise), so that each
+  layer's width is what the density says; slim removes what it can. channel_group: the
+  coupled groups pruned to the MACs fraction that channel reached (--target=macs), so the two
+  compare at equal MACs. n_m: 2:4 (density unused), against its stripped model: the same
+  shapes, whose zeros only sparse kernels could skip. Rows: (network, structure, density,
+  masked, deployed images/s, speed-up, MACs ratio, parameters deployed, parameters).
   """
   from tfrewind.pruning import slim as slim_lib  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning import target as target_lib  # pylint: disable=g-import-not-at-top
+  from tfrewind.pruning.spec import PruneSpec  # pylint: disable=g-import-not-at-top
   rows = []
   x = tf.random.stateless_normal([batch, 32, 32, 3], seed=[0, 0])
   for name in names:
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)  # the same network, so the same channels, in every run
-    masked = sparsity.prunable(registry.build_model(name, input_shape=(32, 32, 3)),
-                               structure="channel")
-    for density in densities:
-      sparsity.prune(masked, density, scope="layerwise", structure="channel")
-      small = slim_lib.slim(masked)
-      fns = {"masked": tf.function(lambda t, m=masked: m(t, training=False)),
-             "slim": tf.function(lambda t, m=small: m(t, training=False))}
-      for fn in fns.values():
-        fn(x).numpy()
-      t0 = time.perf_counter()
-      fns["masked"](x).numpy()
-      calls = max(2, int(seconds / (time.perf_counter() - t0)))
-      times = {k: [] for k in fns}
-      for repeat in range(repeats):
-        order = list(fns) if repeat % 2 == 0 else list(fns)[::-1]
-        for variant in order:
-          for _ in range(calls):
-            t0 = time.perf_counter()
-            fns[variant](x).numpy()
-            times[variant].append(time.perf_counter() - t0)
-      per = {k: batch / statistics.median(v) for k, v in times.items()}
-      theory = (flops_lib.flops(masked)["dense_macs"] / flops_lib.flops(small)["dense_macs"])
-      rows.append((name, density, per["masked"], per["slim"], per["slim"] / per["masked"], theory,
-                   small.count_params(), sparsity.strip(masked).count_params()))
+    reached = {}
+    for structure in structures:
+      keras.backend.clear_session()
+      keras.utils.set_random_seed(0)  # the same network, so the same channels, in every run
+      masked = sparsity.prunable(registry.build_model(name, input_shape=(32, 32, 3)),
+                                 structure=structure)
+      for density in (densities if structure != "n_m" else (0.5,)):
+        if structure == "channel":
+          sparsity.prune(masked, density, scope="layerwise", structure="channel")
+        elif structure == "channel_group":
+          target_lib.prune(masked, reached[density], PruneSpec(structure=structure,
+                                                               target="macs"))
+        else:
+          sparsity.prune(masked, 0.5, structure="n_m")
+        small = slim_lib.slim(masked) if structure != "n_m" else sparsity.strip(masked)
+        per = _interleaved({"masked": tf.function(lambda t, m=masked: m(t, training=False)),
+                            "slim": tf.function(lambda t, m=small: m(t, training=False))},
+                           x, repeats, seconds)
+        counts = flops_lib.flops(masked)
+        reached[density] = counts["pruned_macs"] / counts["dense_macs"]
+        rows.append((name, structure, density, batch * per["masked"], batch * per["slim"],
+                     per["slim"] / per["masked"], counts["dense_macs"] / counts["pruned_macs"],
+                     small.count_params(), sparsity.strip(masked).count_params()))
   return rows
+
+
+def _interleaved(fns, x, repeats, seconds):
+  """{variant: calls per second}, the median call, variants interleaved (ABBA)."""
+  for fn in fns.values():
+    fn(x).numpy()
+  t0 = time.perf_counter()
+  next(iter(fns.values()))(x).numpy()
+  calls = max(2, int(seconds / (time.perf_counter() - t0)))
+  times = {k: [] for k in fns}
+  for repeat in range(repeats):
+    for variant in (list(fns) if repeat % 2 == 0 else list(fns)[::-1]):
+      for _ in range(calls):
+        t0 = time.perf_counter()
+        fns[variant](x).numpy()
+        times[variant].append(time.perf_counter() - t0)
+  return {k: 1.0 / statistics.median(v) for k, v in times.items()}
 
 
 def quickstart_cycle(method="lr_rewind", extra=()):
@@ -288,14 +308,15 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=6, batch=1
       print(f"resnet20   forward {macs / 1e6:.1f}M MACs/image; matmul {gflops:.1f} GFLOP/s "
             f"-> at most {statistics.median(bound):.0f} images/s; dense training reaches "
             f"{_summary([100 * x for x in share], 0)} % of that bound (min median max)")
-  print(f"inference, channel density per conv (layerwise), batch {full_batch}, masked vs slim "
-        "interleaved; images/s from the median call")
-  print(f"{'network':<10} {'density':>7} {'masked':>9} {'slim':>9} {'speedup':>8} {'MACs':>6} "
-        f"{'parameters':>21}")
-  for name, d, m, s, speedup, theory, p_slim, p_all in inference_speedups(inference,
-                                                                          batch=full_batch):
-    print(f"{name:<10} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x {theory:>5.2f}x "
-          f"{p_all:>10,} -> {p_slim:>8,}")
+  print(f"inference, batch {full_batch}, masked vs deployed (slim; n_m: stripped) interleaved; "
+        "images/s from the median call; channel: density per conv (layerwise), channel_group: "
+        "the same MACs; MACs: dense / pruned (n_m: the sparse count)")
+  print(f"{'network':<10} {'structure':<14} {'density':>7} {'masked':>9} {'deployed':>9} "
+        f"{'speedup':>8} {'MACs':>6} {'of MACs':>8} {'parameters':>21}")
+  for name, structure, d, m, s, speedup, theory, p_slim, p_all in inference_speedups(
+      inference, batch=full_batch):
+    print(f"{name:<10} {structure:<14} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x "
+          f"{theory:>5.2f}x {speedup / theory:>8.2f} {p_all:>10,} -> {p_slim:>8,}")
   cycle = quickstart_cycle() if quickstart else None
   if cycle:
     wall, inside, steps = cycle

@@ -290,11 +290,16 @@ def check_export():
 
 def cmd_export(_) -> int:
   from tfrewind import export  # pylint: disable=g-import-not-at-top
-  info = export.export(FLAGS.run, FLAGS.out)
+  info = export.export(FLAGS.run, FLAGS.out, FLAGS.latency_runs)
   print(f"exported {info['model']} ({info['structure']}, density {info['density']:.4g}, test "
         f"accuracy {info['test_accuracy']:.4f}) to {FLAGS.out}: {info['parameters']:,} -> "
         f"{info['slim_parameters']:,} parameters, {info['dense_macs']:,} -> "
         f"{info['slim_dense_macs']:,} MACs dense; saved_model/, model.tflite, export.json")
+  if "tflite_latency_ms" in info:
+    lat = info["tflite_latency_ms"]
+    print("TFLite latency of one image, ms (1 thread / all {}): ".format(
+        info["tflite_threads"]["all"]) + ", ".join(
+            f"{k} {v['1']:.3f} / {v['all']:.3f}" for k, v in lat.items()))
   return 0
 
 

@@ -179,6 +179,8 @@ flags.DEFINE_boolean("reference_only", False, "report: draw only the published c
 flags.DEFINE_enum("metric", "final", ["final", "best"], "report: final test accuracy, or the "
                   "best epoch-end test accuracy (the reproduction's reported ACC)")
 _string("run", None, "export: a finished run folder")
+_number(flags.DEFINE_integer, "latency_runs", 50, "export: TFLite invocations timed per model "
+        "and thread count, after 5 of warm-up (0: no latency)", min=0)
 _list("rewind_steps", ["0it", "500it", "2000it", "8000it"],
       "stability: rewind steps K to test (units as other step counts)", item=_steps_item)
 _number(flags.DEFINE_integer, "alphas", 30, "stability: evenly spaced points of the path from 0 "
@@ -224,7 +226,7 @@ COMMAND_FLAGS = {
     "report": ("root", "out", "reference_only", "metric", "import"),
     "bench": ("dataset", "bench_models", "bench_inference", "bench_quickstart", "bench_repeats",
               "bench_steps", "bench_batch", "import"),
-    "export": ("run", "out", "import"),
+    "export": ("run", "out", "latency_runs", "import"),
     "doctor": ("out",),
 }
 COMMAND_FLAGS["sweep"] = COMMAND_FLAGS["run"] + ("print", "plan", "its")

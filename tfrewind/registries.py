@@ -232,6 +232,12 @@ for _entry in (
               counts="", by_level=True, silences_channels=True),
     Structure("structured_b", "Li et al.'s setting B, likewise", "Structured-B",
               reads=("level",), counts="", by_level=True, silences_channels=True),
+    # Torch-Pruning's dependency groups, from the graph (tfrewind.pruning.groups).
+    Structure("channel_group", "coupled channel groups: a residual stage's channel goes from "
+              "every writer and reader at once (and its BatchNorms), so that slim removes it; "
+              "groups scored by the mean |w| of their members, one global threshold",
+              "channel group", counts="kernel weights in whole coupled channels",
+              silences_channels=True),
     # TF-MOT's sparsity_m_by_n layout (tfrewind.pruning.masks.n_m_masks): sparse tensor cores.
     Structure("n_m", "--n_m=N:M: in every M consecutive weights along a kernel's input "
               "channels keep the N largest (2:4, sparse tensor cores); density N/M, a kernel "

@@ -27,6 +27,8 @@ import tensorflow as tf
 
 import tf_keras as keras
 from tfrewind.errors import ConfigError
+from tfrewind.pruning.channel_norm import ChannelNorm
+from tfrewind.pruning.wrapper import Masked
 
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _NOT_PLAIN_CONVS = (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose,
@@ -59,8 +61,7 @@ class Plan:
 
 
 def _inner(layer):
-  from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
-  return layer.layer if isinstance(layer, sparsity.Masked) else layer
+  return layer.layer if isinstance(layer, Masked) else layer
 
 
 def is_weighted(layer) -> bool:
@@ -74,10 +75,9 @@ def is_weighted(layer) -> bool:
 
 def effective_kernel(layer) -> np.ndarray:
   """The kernel the layer computes with: under its mask if it is a pruning wrapper."""
-  from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
   inner = _inner(layer)
   kernel = inner.kernel.numpy()
-  if isinstance(layer, sparsity.Masked):
+  if isinstance(layer, Masked):
     kernel = kernel * layer.pruning_vars[0][1].numpy()
   return kernel
 
@@ -104,10 +104,9 @@ def _zero_channels(layer, inputs: List[np.ndarray]) -> np.ndarray:
       zero &= inner.bias.numpy() == 0
     return zero & _keeps_zero(inner.activation)
   if _is_norm(layer):
-    from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
     n = inputs[0].size
     alive = np.ones(n, bool)
-    if isinstance(layer, sparsity.ChannelNorm) and layer._source_mask is not None:  # pylint: disable=protected-access
+    if isinstance(layer, ChannelNorm) and layer._source_mask is not None:  # pylint: disable=protected-access
       alive = layer.alive().numpy() > 0
     gamma = layer.gamma.numpy() * alive if layer.gamma is not None else np.ones(n)
     beta = layer.beta.numpy() * alive if layer.beta is not None else np.zeros(n)
@@ -118,8 +117,25 @@ def _zero_channels(layer, inputs: List[np.ndarray]) -> np.ndarray:
   return zero
 
 
-def plan(model: keras.Model) -> Plan:
-  """The removable channels of a functional `model` (see the module docstring)."""
+@dataclasses.dataclass
+class Group:
+  """Tensors whose channels are indexed alike (a residual stage, a block's inside, ...).
+
+  writers / readers: the Conv/Dense layers whose output / input is a tensor of the group;
+  norms: its BatchNorms; prunable: touches no model input or output and no layer the
+  analysis does not know, and a Conv/Dense reads it.
+  """
+  width: int
+  writers: List[str]
+  readers: List[str]
+  norms: List[str]
+  prunable: bool
+
+
+def _walk(model: keras.Model, strict: bool = False):
+  """The union-find over the model's tensors (see the module docstring): (groups {root:
+  member keys}, zero {key: zero channels}, pinned, read, weighted [(name, in, out)], norms
+  [(name, out)], find). strict: a layer the analysis does not know is an error naming it."""
   if not getattr(model, "_is_graph_network", False):
     raise ConfigError(f"channel analysis needs a functional or Sequential model; {model.name!r} "
                      "is subclassed")
@@ -156,6 +172,11 @@ def plan(model: keras.Model) -> Plan:
         width[key(t)] = t.shape[-1]
       channelwise = (isinstance(layer, _CHANNELWISE) or _is_norm(layer)) and not is_weighted(layer)
       if isinstance(layer, keras.Model) or not (is_weighted(layer) or channelwise) or len(outs) != 1:
+        if strict:
+          raise ConfigError(f"--structure=channel_group cannot group the channels through layer "
+                            f"{layer.name!r} ({type(_inner(layer)).__name__}): it knows Conv, "
+                            f"Dense, BatchNorm, activations, pooling, padding and Add; use "
+                            f"--structure=channel, which prunes each conv's channels alone")
         pinned.update(ins + outs)  # unknown: keep every channel it touches
         for k in outs:
           zero[k] = np.zeros(width[k], bool)
@@ -171,10 +192,15 @@ def plan(model: keras.Model) -> Plan:
           union(k, outs[0])
         if _is_norm(layer):
           norms.append((layer.name, outs[0]))
-
   groups: Dict[tuple, List[tuple]] = {}
   for k in zero:
     groups.setdefault(find(k), []).append(k)
+  return groups, zero, pinned, read, weighted, norms, find
+
+
+def plan(model: keras.Model) -> Plan:
+  """The removable channels of a functional `model` (see the module docstring)."""
+  groups, zero, pinned, read, weighted, norms, find = _walk(model)
   keep: Dict[tuple, np.ndarray] = {}
   for root, members in groups.items():
     n = zero[members[0]].size
@@ -192,13 +218,27 @@ def plan(model: keras.Model) -> Plan:
               norms={name: keep[find(o)] for name, o in norms})
 
 
+def groups(model: keras.Model, strict: bool = True) -> List[Group]:
+  """The coupled channel groups of a functional `model`, in layer order of their first writer
+  (strict: ConfigError naming a layer the analysis cannot group)."""
+  found, zero, pinned, read, weighted, norms, find = _walk(model, strict)
+  out = []
+  for root, members in found.items():
+    member = set(members)
+    writers = [name for name, _, o in weighted if o in member]
+    readers = [name for name, i, _ in weighted if i in member]
+    out.append(Group(width=zero[members[0]].size, writers=writers, readers=readers,
+                     norms=[name for name, o in norms if o in member],
+                     prunable=bool(readers) and bool(writers) and not (member & pinned)))
+  return out
+
+
 def kept_weights(layer, p: Optional[Plan] = None, sparse: bool = True) -> np.ndarray:
   """0/1 array over the kernel: 1 where both channels of a weight are kept, and (sparse) the
   weight itself is (its mask; False: zero weights of kept channels count, as slim runs them)."""
-  from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
   inner = _inner(layer)
   shape = tuple(inner.kernel.shape)
-  mask = (layer.pruning_vars[0][1].numpy() if isinstance(layer, sparsity.Masked) and sparse
+  mask = (layer.pruning_vars[0][1].numpy() if isinstance(layer, Masked) and sparse
           else np.ones(shape, np.float32))
   if p is not None and inner.name in p.outputs:
     mask = mask * p.outputs[inner.name]

@@ -15,6 +15,7 @@ from absl import logging
 
 import tf_keras as keras
 from tfrewind import registries
+from tfrewind.pruning import groups as groups_lib
 from tfrewind.pruning import masks as masks_lib
 from tfrewind.errors import ConfigError
 # The wrapper and the channel norm, named here too: tfrewind.pruning.sparsity is where the
@@ -63,7 +64,8 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
   if not any(is_prunable_layer(l) for l in model.submodules if isinstance(l, keras.layers.Layer)):
     raise ConfigError(f"model {model.name!r} has no Conv or Dense layer: nothing to prune")
 
-  followers = _followers(model) if silences_channels(structure) else {}
+  followers = (groups_lib.norm_sources(model) if structure == "channel_group" else
+               _followers(model) if silences_channels(structure) else {})
   copies = []
 
   def wrap(layer):
@@ -252,6 +254,13 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
                                   seed=0)  # the original seeds its rounding with 0, every time
   if structure == "n_m":
     return _n_m(model, weights, old, fixed, n_m, scores, criterion, seed)
+  if structure == "channel_group":
+    if scope != "global":
+      raise ConfigError("--structure=channel_group prunes under one global threshold: use "
+                        "--scope=global")
+    if scores is None:
+      scores = registries.criterion(criterion).score(weights, np.random.default_rng(seed))
+    return groups_lib.masks(model, old, masks_lib.check_density(density), fixed, scores)
   if entry.masks is not None:  # a user's structure (tfrewind.register_structure)
     free = [i for i, f in enumerate(fixed) if not f]
     got = iter(_checked(entry.masks([weights[i] for i in free], masks_lib.check_density(density),

@@ -59,10 +59,11 @@ def weight_density(model, density: float, spec, scores=None) -> float:
     return macs.flops(model)["pruned_macs"]
 
   try:
-    now = cost(1.0)  # what the current masks keep: masks only shrink
+    now = macs.flops(model)["pruned_macs"]  # what the current masks keep: masks only shrink
+    current = sparsity.density(model, spec.keep_dense)
     if goal >= now:
-      return 1.0
-    low, high = 0.0, 1.0  # cost(low) <= goal < cost(high) (low: nothing kept)
+      return current
+    low, high = 0.0, current  # cost(low) <= goal < cost(high) (low: nothing kept)
     low_cost, high_cost = 0, now
     # Bisection on the weight density down to adjacent kept sets: within one item (a weight,
     # or a channel) of the MACs goal.
