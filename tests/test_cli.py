@@ -347,8 +347,9 @@ def test_controls_random_pruning_and_reinit_with_flops_and_size_in_results(tmp_p
   base = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL]
   assert cli(base + ["--methods=lr_rewind,reinit"], capsys)[0] == 0
   assert cli(base + ["--methods=lr_rewind", "--criterion=random"], capsys)[0] == 0
+  assert cli(base + ["--methods=lr_rewind", "--control=shuffle_masks"], capsys)[0] == 0
   res = results(root)
-  assert len(res) == 4  # dense, lr_rewind, reinit, lr_rewind with random pruning
+  assert len(res) == 5  # dense, lr_rewind, reinit, random pruning, shuffled masks
   for r in res.values():
     assert r["dense_macs"] > 0 and 0 < r["stripped_gzip_bytes"] < r["stripped_bytes"]
   pruned = [r for r in res.values() if r["kind"] == "prune"]
@@ -358,5 +359,5 @@ def test_controls_random_pruning_and_reinit_with_flops_and_size_in_results(tmp_p
   report = str(tmp_path / "report")
   assert cli(["report", f"--root={root}", f"--out={report}"], capsys)[0] == 0
   table = open(os.path.join(report, "results.csv")).read()
-  assert "lr_rewind_random" in table and "reinit" in table
+  assert "lr_rewind_random" in table and "reinit" in table and "lr_rewind_shuffle_masks" in table
   assert os.path.exists(os.path.join(report, "resnet8_synthetic_one_shot_unstructured_speedup.png"))

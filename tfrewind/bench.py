@@ -314,7 +314,7 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=6, batch=1
   print(f"{'network':<10} {'structure':<14} {'density':>7} {'masked':>9} {'deployed':>9} "
         f"{'speedup':>8} {'MACs':>6} {'of MACs':>8} {'parameters':>21}")
   for name, structure, d, m, s, speedup, theory, p_slim, p_all in inference_speedups(
-      inference, batch=full_batch):
+      inference, batch=full_batch, repeats=repeats):
     print(f"{name:<10} {structure:<14} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x "
           f"{theory:>5.2f}x {speedup / theory:>8.2f} {p_all:>10,} -> {p_slim:>8,}")
   cycle = quickstart_cycle() if quickstart else None

@@ -51,11 +51,13 @@ def load_run(run_dir: str):
   return model, hp, store.read_json(paths.result)
 
 
-def tflite_latency(model, runs: int = 50, warmup: int = 5) -> Dict[str, float]:
+def tflite_latency(model, runs: int = 50, warmup: int = 5, content=None) -> Dict[str, float]:
   """{"1": ms, "all": ms}: the median latency of one image through `model` converted to
   TFLite (float32; the interpreter's default XNNPack delegate), with 1 thread and with every
-  core, each the median of `runs` invocations after `warmup`."""
-  content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+  core, each the median of `runs` invocations after `warmup`. content: its conversion, when
+  the caller has it."""
+  if content is None:
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
   x = np.random.default_rng(0).normal(size=(1, *model.input_shape[1:])).astype(np.float32)
   out = {}
   for label, threads in (("1", 1), ("all", os.cpu_count() or 1)):
@@ -92,15 +94,6 @@ def export(run_dir: str, out: str, latency_runs: int = 50) -> Dict[str, Any]:
           "parameters": int(stripped.count_params()), "slim_parameters": int(small.count_params()),
           "macs": counts["pruned_macs"], "dense_macs": counts["dense_macs"],
           "slim_dense_macs": macs.flops(small)["dense_macs"], "macs_count": counts["count"]}
-  if latency_runs:
-    # The same network dense (fresh weights: latency does not depend on them), masked
-    # (stripped, its zeros kept) and slim; beside their MACs above.
-    dense = registry.build_model(hp.model, num_classes=names.num_classes(hp.dataset),
-                                 input_shape=names.DATASETS[hp.dataset].image_shape,
-                                 **hp.model_overrides())
-    info["tflite_threads"] = {"1": 1, "all": os.cpu_count() or 1}
-    info["tflite_latency_ms"] = {k: tflite_latency(m, latency_runs) for k, m in (
-        ("dense", dense), ("masked", stripped), ("slim", small))}
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
@@ -108,9 +101,19 @@ def export(run_dir: str, out: str, latency_runs: int = 50) -> Dict[str, Any]:
     saved = os.path.join(tmp, "saved_model")
     small.compile()  # no loss or optimizer: only so that Keras does not warn it is uncompiled
     small.save(saved, save_format="tf", include_optimizer=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    content = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
     with open(os.path.join(tmp, "model.tflite"), "wb") as f:
-      f.write(converter.convert())
+      f.write(content)
+    if latency_runs:
+      # The same network dense (fresh weights: latency does not depend on them), masked
+      # (stripped, its zeros kept) and slim (model.tflite itself); beside their MACs above.
+      dense = registry.build_model(hp.model, num_classes=names.num_classes(hp.dataset),
+                                   input_shape=names.DATASETS[hp.dataset].image_shape,
+                                   **hp.model_overrides())
+      info["tflite_threads"] = {"1": 1, "all": os.cpu_count() or 1}
+      info["tflite_latency_ms"] = {"dense": tflite_latency(dense, latency_runs),
+                                   "masked": tflite_latency(stripped, latency_runs),
+                                   "slim": tflite_latency(small, latency_runs, content=content)}
     store.write_json(os.path.join(tmp, "export.json"), info)
     store.replace_dir(tmp, out)
   except BaseException:
