@@ -245,38 +245,6 @@ def test_rewind_callback_scores_a_gradient_criterion_on_its_own_data():
   assert callback.events[-1]["density"] == pytest.approx(0.3, abs=1e-3)
 
 
-@pytest.mark.slow
-def test_cli_runs_gradual_pruning_and_pruning_at_initialisation_into_the_report(tmp_path,
-                                                                                 capsys):
-  """Scores computed once per dense run and step (two densities, one file), a gradual run
-  without a dense network of its own; the report names each series (a control's: in
-  test_cli's controls test)."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  from clitools import QUICK, SMALL, cli  # pylint: disable=g-import-not-at-top
-  from tfrewind.report import aggregate  # pylint: disable=g-import-not-at-top
-  root = tmp_path / "runs"
-  base = [f"--flagfile={QUICK}", f"--root={root}", *SMALL]
-  for extra in (["--methods=weight_rewind", "--criterion=snip", "--mask_from=0it",
-                 "--rewind_step=0it", "--densities=0.3,0.1"],
-                ["--schedule=gradual", "--densities=0.1", "--gradual_every=5it"]):
-    status, _, err = cli(["run", *base, *extra], capsys)
-    assert status == 0, err
-  dense = [d for d in os.listdir(root) if d.startswith("dense_")]
-  assert len(dense) == 1
-  assert sorted(os.listdir(root / dense[0] / "scores")) == ["snip_step0_b1.npz"]
-  runs, _, counts = aggregate.collect(str(root))
-  assert counts["finished"] == 4
-  assert sorted(runs["method"]) == ["gradual@40", "weight_rewind_snip_from0",
-                                    "weight_rewind_snip_from0"]
-  gradual = runs[runs["method"] == "gradual@40"].iloc[0]
-  assert gradual["schedule"] == "one_shot" and gradual["total_steps"] == 40
-  result = json.loads((root / gradual["run"] / "result.json").read_text())
-  metrics = (root / gradual["run"] / "metrics.csv").read_text().strip().splitlines()
-  assert float(metrics[-1].split(",")[metrics[0].split(",").index("density")]) == result["density"]
-  assert abs(result["density"] - 0.1) < 0.01 and result["steps"] == 40
-
-
 def test_the_grid_adds_controls_pruning_at_initialisation_and_budgets():
   from tfrewind import sweep  # pylint: disable=g-import-not-at-top
   from tfrewind.hparams import HParams  # pylint: disable=g-import-not-at-top

@@ -44,6 +44,29 @@ def test_quickstart_end_to_end_then_rerun_trains_nothing(tmp_path, capsys):
   table = open(os.path.join(report, "results.csv")).read().splitlines()
   assert len(table) == 1 + 3 and os.path.exists(os.path.join(
       report, "resnet8_synthetic_one_shot_unstructured.png"))
+  # The baselines on the same root and dense network: SNIP at initialisation at two densities
+  # (its scores computed once: one file), and a gradual run, which needs no dense network.
+  base = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL]
+  for extra in (["--methods=weight_rewind", "--criterion=snip", "--mask_from=0it",
+                 "--rewind_step=0it", "--densities=0.3,0.1"],
+                ["--schedule=gradual", "--densities=0.1", "--gradual_every=5it"]):
+    status, _, err = cli(base + extra, capsys)
+    assert status == 0, err
+  assert sorted(os.listdir(os.path.join(dense_dir, "scores"))) == ["snip_step0_b1.npz"]
+  # The dense run is not trained again: its step-0 state (no snapshot of it) is replayed once.
+  assert [l["phase"] for l in ledger(root)[os.path.basename(dense_dir)]] == [
+      l["phase"] for l in before[os.path.basename(dense_dir)]] + ["replay"]
+  from tfrewind.report import aggregate  # pylint: disable=g-import-not-at-top
+  runs, _, counts = aggregate.collect(root)
+  assert counts["finished"] == 7
+  assert sorted(set(runs["method"])) == ["finetune", "gradual@40", "lr_rewind", "weight_rewind",
+                                         "weight_rewind_snip_from0"]
+  gradual = runs[runs["method"] == "gradual@40"].iloc[0]
+  assert gradual["schedule"] == "one_shot" and gradual["total_steps"] == 40
+  result = json.load(open(os.path.join(root, gradual["run"], "result.json")))
+  metrics = open(os.path.join(root, gradual["run"], "metrics.csv")).read().strip().splitlines()
+  assert float(metrics[-1].split(",")[metrics[0].split(",").index("density")]) == result["density"]
+  assert abs(result["density"] - 0.1) < 0.01 and result["steps"] == 40
 
 
 @pytest.mark.slow
