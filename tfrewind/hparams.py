@@ -92,7 +92,7 @@ class HParams:
                 pattern=r"\d+:\d+", example="N:M, e.g. 2:4")
   target: str = _f("weights", "prune", "what --density counts: weights (prunable kernel "
                    "weights) or macs (the fraction of a forward pass's MACs kept, tfrewind.flops)",
-                   choices=("weights", "macs"))
+                   choices=masks_lib.TARGETS)
   criterion_batches: int = _f(1, "prune", "snip/grasp: training batches they score, the first "
                               "of the seed's dense data order", min=1)
   synflow_rounds: int = _f(100, "prune", "synflow: prunes towards the density, exponentially "
@@ -266,7 +266,7 @@ class HParams:
         raise ConfigError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(allowed)}")
     if self.control is not None:
       registries.control(self.control)
-    if self.target == "macs" and (self.by_level or self.structure == "n_m"):
+    if self.target == "macs" and (self.by_level or registries.structure(self.structure).density):
       raise ConfigError(f"--target=macs sets a density: --structure={self.structure} sets its own")
     if self.structure == "n_m":
       masks_lib.parse_n_m(self.n_m)

@@ -34,6 +34,8 @@ COUNTS = ("weights", "channels")
 # What happens to a Dense kernel under channel pruning: "fixed" (the classifier keeps its
 # units, which are classes) or "rows" (its input rows are items, the reproduction's rule).
 CLASSIFIERS = ("fixed", "rows")
+# What a density counts: prunable kernel weights, or the MACs kept (tfrewind.pruning.target).
+TARGETS = ("weights", "macs")
 
 
 class NothingKept(ConfigError):

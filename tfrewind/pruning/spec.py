@@ -58,8 +58,8 @@ class PruneSpec:
     if self.control is not None:
       registries.control(self.control)
     masks_lib.parse_n_m(self.n_m)
-    if self.target not in ("weights", "macs"):
-      raise ConfigError(f"target must be weights or macs, got {self.target!r}")
+    if self.target not in masks_lib.TARGETS:
+      raise ConfigError(f"target must be one of {masks_lib.TARGETS}, got {self.target!r}")
 
   @classmethod
   def from_hparams(cls, hp) -> "PruneSpec":

@@ -15,9 +15,6 @@ from tfrewind.errors import ConfigError
 from tfrewind.pruning import masks as masks_lib
 from tfrewind.pruning import sparsity
 
-TARGETS = ("weights", "macs")
-
-
 def prune(model, density: float, spec=None, *, scores=None, **keywords) -> float:
   """tfrewind.pruning.sparsity.prune, with `spec.target` resolved (see the module docstring).
 
@@ -37,8 +34,9 @@ def weight_density(model, density: float, spec, scores=None) -> float:
   if spec.target == "weights":
     return density
   if spec.target != "macs":
-    raise ConfigError(f"target must be one of {TARGETS}, got {spec.target!r}")
-  if spec.structure == "n_m" or registries.structure(spec.structure).by_level:
+    raise ConfigError(f"target must be one of {masks_lib.TARGETS}, got {spec.target!r}")
+  entry = registries.structure(spec.structure)
+  if entry.by_level or entry.density is not None:  # structured_a/b, N:M set their own
     raise ConfigError(f"--target=macs sets a density; --structure={spec.structure} sets its own")
   kwargs = {k: v for k, v in spec.kwargs().items() if k not in ("control", "target")}
   pvars = sparsity._pruning_vars(model)  # pylint: disable=protected-access
@@ -75,7 +73,7 @@ def weight_density(model, density: float, spec, scores=None) -> float:
         low, low_cost = mid, (c or 0)
       else:
         high, high_cost = mid, c
-    if low == 0.0 or low_cost is None:
+    if low == 0.0:
       return high
     return low if goal - low_cost <= high_cost - goal else high
   finally:
