@@ -4,7 +4,9 @@
 #   tfrewind sweep --flagfile=flags/wrn16_8_iterative.flags --seeds=1,2 --print > jobs.txt
 #   sbatch --array=1-$(wc -l < jobs.txt) launch/slurm_array.sh jobs.txt
 #
-# Tasks that need the same dense network wait on its lock while one of them trains it.
+# Tasks that need the same dense network wait on its lock while one of them trains it; to keep
+# GPUs from idling on it, run two arrays, `--print --stage=dense` then `--print --stage=branches`
+# with --dependency=afterok on the first (launch/slurm_two_arrays.sh).
 # Pre-emption loses nothing: on SIGTERM tfrewind finishes the step it is in, checkpoints that
 # step and exits 143; this script then requeues the task, whose rerun resumes at that step.
 # Two minutes before the time limit Slurm sends this shell SIGUSR1, and it passes SIGTERM on

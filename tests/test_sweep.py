@@ -80,7 +80,7 @@ def test_sweep_plan_counts_every_run_once_and_the_shareable_prefixes(capsys):
   assert cost["shareable"] == 2 * (70 - 40)
   lines = sweep.cost_lines(cost, its=10.0)
   assert lines[0] == "15 runs: 40 dense + 360 retraining = 400 optimizer steps"
-  assert "60 steps shareable -> 340" in lines[1]
+  assert "60 steps saved -> 340" in lines[1]
   status, out, _ = cli(["sweep", "--flagfile=" + os.path.join(REPO, "flags",
                                                               "renda_resnet56_one_shot.flags"),
                         "--plan"], capsys)

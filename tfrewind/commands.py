@@ -120,6 +120,12 @@ def cmd_run(runs) -> int:
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
     runner.arrays(hp)  # missing data fails here, before any training
   logging.info("root %s: %d runs", os.path.abspath(FLAGS.root), len(runs))
+  shared = runner.share(runs) if FLAGS.share_prefixes else 0
+  if shared:
+    print(f"{shared} of {len(runs)} runs are the first steps of a longer budget's run: each "
+          f"is written by that run as it passes (shared prefixes)", flush=True)
+  if FLAGS.stage == "dense":
+    return _dense_stage(runner, runs, devices)
   progress = progress_lib.Progress(runs, devices=devices)
   for hp in runs:
     runner.run(hp, progress)
@@ -127,6 +133,21 @@ def cmd_run(runs) -> int:
   print(f"\nfinished {len(runs)} runs in {time.time() - t0:.0f} s; run folders in {FLAGS.root}/")
   print(f"  watch:   tensorboard --logdir {FLAGS.root}")
   print(f"  report:  tfrewind report --root={FLAGS.root} --out=report")
+  return 0
+
+
+def _dense_stage(runner, runs, devices) -> int:
+  """--stage=dense: the grid's dense networks only (the first Slurm array of a sweep)."""
+  dense = {}
+  for hp in runs:
+    if not registries.schedule(hp.schedule).from_scratch:
+      dense.setdefault(store.dense_paths(FLAGS.root, hp).dir, hp)
+  for i, hp in enumerate(dense.values(), start=1):
+    paths = runner.dense(hp)
+    result = store.read_json(paths.result)
+    on = f" on {', '.join(devices)}" if i == 1 and devices else ""
+    print(f"[{i}/{len(dense)}] dense {hp.model} seed {hp.seed}: test "
+          f"{result['test_accuracy']:.4f}{on}: {paths.dir}", flush=True)
   return 0
 
 
@@ -142,12 +163,8 @@ def _print_table(rows):
 
 _GRID_FLAGS = ("methods", "densities", "seeds", "retrains", "levels", "method", "density", "seed",
                "retrain", "level", "print", "plan", "its", "snapshot_steps", "random_controls",
-               "controls", "at_init", "train_budgets")
-
-
-# The settings a grid flag changes besides the method, seed, density, level and budget.
-_VARIED = ("criterion", "control", "mask_from", "rewind_step", "train_steps", "lr_boundaries",
-           "gradual_end")
+               "controls", "at_init", "train_budgets", "launch", "gpus", "per_gpu", "workers",
+               "stage")
 
 
 def check_sweep():
@@ -155,50 +172,34 @@ def check_sweep():
 
 
 def cmd_sweep(runs) -> int:
-  """Runs the grid in order, or with --print writes one `tfrewind run` line per run.
-
-  Every line carries the whole grid's --snapshot_steps, so whichever line trains
-  a dense run first saves every rewind point that the others restore.
-  """
+  """Runs the grid in order; with --print writes one `tfrewind run` line per run (--stage=dense:
+  per dense network; --stage=branches: the budgets of a shared prefix on one line); with
+  --launch=local runs those lines as processes on this machine's GPUs (tfrewind.launch)."""
   if FLAGS.plan:
     print("\n".join(sweep.cost_lines(sweep.cost(runs), FLAGS.its)))
     return 0
+  if FLAGS.launch == "local":
+    from tfrewind import launch  # pylint: disable=g-import-not-at-top
+    slots = launch.slots(FLAGS.gpus, FLAGS.per_gpu, FLAGS.workers)
+    tasks = [launch.Task(args[1:], label, folders, dense, os.path.join(folders[-1], "launch.log"))
+             for args, label, folders, dense in sweep_lines(runs, FLAGS.stage or "branches")]
+    return launch.execute(tasks, slots)
   if not FLAGS.print:
     return cmd_run(runs)
-  steps = _snapshot_steps(runs)
+  for args, *_ in sweep_lines(runs, FLAGS.stage):
+    print(" ".join(shlex.quote(a) for a in args))
+  return 0
+
+
+def sweep_lines(runs, stage=None):
+  """sweep.lines of the grid, with the flags that the command line set."""
   # From the parsed flags, not argv: `--methods finetune,lr_rewind` (a space, as absl allows)
   # must not leave a stray argument behind, and a line must not depend on where its flag
   # files are.
   keep = [FLAGS[name].serialize() for name in COMMAND_FLAGS["run"]
           if FLAGS[name].present and name not in _GRID_FLAGS]
-  seen = set()
-  base = base_hparams()
-  for hp in runs:
-    scratch = registries.schedule(hp.schedule).from_scratch  # no method to name
-    args = ["tfrewind", "run", *keep, *([] if scratch else [f"--method={hp.method}"]),
-            f"--seed={hp.seed}"]
-    # What --controls, --at_init and --train_budgets set differently from the flags.
-    for name in _VARIED:
-      value = getattr(hp, name)
-      if value != getattr(base, name):
-        args.append(f"--{name}={','.join(value) if isinstance(value, tuple) else value}")
-    if hp.by_level:
-      args.append(f"--level={hp.level}")
-    elif (registries.schedule(hp.schedule).point == "density"
-          and registries.structure(hp.structure).density is None):
-      args.append(f"--density={hp.density!r}")
-    if hp.retrain is not None:
-      args.append(f"--retrain={hp.retrain}")
-    if FLAGS.random_controls:
-      # The line runs one criterion, whatever its flag files' --random_controls say.
-      args += [f"--criterion={hp.criterion}", "--random_controls="]
-    if steps:
-      args.append(f"--snapshot_steps={','.join(map(str, steps))}")
-    line = " ".join(shlex.quote(a) for a in args)
-    if line not in seen:
-      seen.add(line)
-      print(line)
-  return 0
+  return sweep.lines(runs, base_hparams(), keep, _snapshot_steps(runs), FLAGS.root, stage,
+                     bool(FLAGS.random_controls))
 
 
 def cmd_models(_) -> int:
@@ -329,8 +330,8 @@ def main(command: str) -> int:
     raise UsageError(f"unknown command {command!r}")
   check, execute, uses_tf, trains = COMMAND_TABLE[command]
   prepared = check()
-  if uses_tf is None:
-    uses_tf = trains = not (FLAGS.print or FLAGS.plan)
+  if uses_tf is None:  # the executor's processes start TensorFlow, never the sweep itself
+    uses_tf = trains = not (FLAGS.print or FLAGS.plan or FLAGS.launch)
   if uses_tf:
     platform.start_tensorflow(FLAGS.verbose)
   if not trains:

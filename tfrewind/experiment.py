@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -29,6 +30,7 @@ from tfrewind import data as data_lib
 from tfrewind import gradual
 from tfrewind import hparams as hp_lib
 from tfrewind import platform
+from tfrewind import prefixes
 from tfrewind import protocols
 from tfrewind import registries
 from tfrewind import rewind
@@ -49,7 +51,24 @@ class Runner:
     self.owner = platform.Ownership(env.root, env.worker)
     self._arrays: Dict[tuple, data_lib.Arrays] = {}
     self._verified = set()  # snapshots read whole once by this process (nothing moves them)
+    # Shared prefixes (tfrewind.prefixes): a shorter budget's folder -> the run that writes it,
+    # and that run's folder -> the shorter budgets it writes.
+    self._longer: Dict[str, hp_lib.HParams] = {}
+    self._shorter: Dict[str, List[hp_lib.HParams]] = {}
     store.check_root(env.root)
+
+  def share(self, runs: List[hp_lib.HParams]) -> int:
+    """Trains each group of budgets of `runs` that are prefixes of one another once, to the
+    largest (tfrewind.prefixes); returns the runs that are written from a longer one. Not
+    across the processes of multi-worker training, whose chief alone writes."""
+    if self.env.worker is not None or platform.multi_worker(self.env.strategy):
+      return 0
+    for group in prefixes.groups(runs).values():
+      longest = store.branch_paths(self.env.root, group[-1], 1).dir
+      self._shorter[longest] = group[:-1]
+      for hp in group[:-1]:
+        self._longer[store.branch_paths(self.env.root, hp, 1).dir] = group[-1]
+    return len(self._longer)
 
   # ------------------------------------------------------------------ runs
   def dense(self, hp: hp_lib.HParams) -> store.RunPaths:
@@ -99,6 +118,8 @@ class Runner:
       return self.owner.readable(paths)
     if registries.schedule(hp.schedule).from_scratch:
       return self._from_scratch(hp, paths)
+    if round_ == 1 and paths.dir in self._longer:
+      self.branch(self._longer[paths.dir], 1)  # writes this budget's state on its way
     previous = self.dense(hp) if round_ == 1 else self.branch(hp, round_ - 1)
     plan = hp.plan()
     snapshot = None if plan.weights_from is None else self.dense_at(hp, plan.weights_from)
@@ -106,6 +127,9 @@ class Runner:
     start = hp.cycle_steps + (round_ - 1) * plan.steps
     with self.owner.locked(paths):
       if not self.owner.finished(paths):
+        tapped = prefixes.read(paths) if round_ == 1 else None
+        if tapped is not None:  # a longer budget trained through this one's last step
+          shutil.rmtree(paths.backup, ignore_errors=True)
         callback = rewind.RewindCallback(
             method=hp.method, schedule=schedules.OneShot(hp.densities[round_ - 1]),
             cycle_steps=hp.cycle_steps, rewind_step=hp.to_steps("rewind_step"),
@@ -115,12 +139,20 @@ class Runner:
             reset_momentum=hp.reset_momentum, restore_optimizer=hp.restore_optimizer,
             dense_trained=True, snapshot=snapshot, start_step=start, first_round=round_,
             verbose=self.env.verbose, scores=scores)
+        callbacks = [callback]
+        shorter = self._shorter.get(paths.dir, []) if round_ == 1 else []
+        if shorter:
+          callbacks.append(prefixes.tap_callback(
+              {start + s.plan().steps: store.branch_paths(self.env.root, s, 1) for s in shorter},
+              paths.dir))
         training.train_phase(
             hp, self.owner.own(paths),
-            Phase("prune", round_, start, start + plan.steps, initial=previous.final_ckpt,
-                  callbacks=[callback]),
+            Phase("prune", round_, start, start + plan.steps,
+                  initial=previous.final_ckpt if tapped is None else
+                  os.path.join(paths.shared, "ckpt"), callbacks=callbacks, shared=tapped),
             self.env, self.data,
             dense_run=os.path.basename(store.dense_paths(self.env.root, hp).dir))
+        shutil.rmtree(paths.shared, ignore_errors=True)  # result.json holds its record
     return self.owner.readable(paths)
 
   def _from_scratch(self, hp: hp_lib.HParams, paths: store.RunPaths) -> store.RunPaths:

@@ -10,6 +10,7 @@ and --retrains make a grid; a singular flag given explicitly (--method,
 """
 
 import dataclasses
+import re
 import typing
 
 from absl import flags
@@ -166,7 +167,25 @@ flags.DEFINE_boolean("require_gpu", False, "fail at once, in one line, when Tens
                      "(instead of training on the CPU)")
 _number(flags.DEFINE_integer, "steps_per_execution", 1, "train steps per compiled call", min=1)
 flags.DEFINE_boolean("deterministic", False, "op determinism: resumed runs match bitwise")
+flags.DEFINE_boolean("share_prefixes", True, "train each group of fine-tuning budgets once, "
+                     "to the largest, writing the smaller budgets' run folders as it passes "
+                     "them (the same results as separate runs)")
 flags.DEFINE_boolean("print", False, "sweep: print one command per run instead of running")
+flags.DEFINE_enum("stage", None, ["dense", "branches"], "run: only the dense networks of the "
+                  "grid (dense), or everything (branches, the default); sweep --print: a line "
+                  "per dense network, or per branch with the budgets of a shared prefix on "
+                  "one line (two Slurm arrays, the second --dependency=afterok on the first)")
+flags.DEFINE_enum("launch", None, ["local"], "sweep: run the lines as processes on this "
+                  "machine (tfrewind.launch): a slot per GPU (--gpus, --per_gpu) or per CPU "
+                  "worker (--gpus=none --workers)")
+flags.DEFINE_string("gpus", None, "sweep --launch=local: GPU indices (0,1), or none for the "
+                    "CPU (default: every GPU that CUDA_VISIBLE_DEVICES or nvidia-smi names)")
+_validate("gpus", lambda v: None if v is None or v == "none" or re.fullmatch(
+    r"\d+(,\d+)*", v) else f"{v!r} is neither GPU indices (0,1) nor none")
+_number(flags.DEFINE_integer, "per_gpu", 1, "sweep --launch=local: lines at a time on each GPU "
+        "(memory growth on when above 1)", min=1)
+_number(flags.DEFINE_integer, "workers", None, "sweep --launch=local --gpus=none: lines at a "
+        "time on the CPU", min=1)
 flags.DEFINE_boolean("plan", False, "sweep: print what the sweep costs (optimizer steps, dense "
                      "and retraining, what shared prefixes would save, GPU hours) and stop")
 _number(flags.DEFINE_float, "its", None, "sweep --plan: training iterations per second for the "
@@ -209,11 +228,11 @@ _number(flags.DEFINE_integer, "bench_batch", 128, "bench: batch size (the papers
 # run, sweep and stability; tests/test_flags.py walks each command's own).
 _HPARAMS = tuple(f.name for f in dataclasses.fields(hp_lib.HParams))
 _EXECUTION = ("root", "distribution", "jit_compile", "steps_per_execution", "deterministic",
-              "verbose", "import", "require_gpu")
+              "verbose", "import", "require_gpu", "share_prefixes")
 COMMAND_FLAGS = {
     "run": _HPARAMS + _EXECUTION + ("methods", "densities", "levels", "seeds", "retrains",
                                     "random_controls", "step", "snapshot_steps", "controls",
-                                    "at_init", "train_budgets"),
+                                    "at_init", "train_budgets", "stage"),
     # Its copies are weight-rewinding runs at (density, K): method, schedule, K, budget and
     # data order are set by the analysis.
     "stability": tuple(n for n in _HPARAMS if n not in (
@@ -229,4 +248,5 @@ COMMAND_FLAGS = {
     "export": ("run", "out", "latency_runs", "import"),
     "doctor": ("out",),
 }
-COMMAND_FLAGS["sweep"] = COMMAND_FLAGS["run"] + ("print", "plan", "its")
+COMMAND_FLAGS["sweep"] = COMMAND_FLAGS["run"] + ("print", "plan", "its", "launch", "gpus",
+                                                 "per_gpu", "workers")

@@ -98,11 +98,16 @@ def strategy(choice: str):
   return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
 
+def multi_worker(strategy_) -> bool:
+  """True under a MultiWorkerMirroredStrategy of two or more processes."""
+  return bool(strategy_ is not None and getattr(strategy_.extended, "_in_multi_worker_mode",
+                                                lambda: False)())
+
+
 def worker_index(strategy_) -> Optional[int]:
   """None for the chief (or a single process), else this worker's task index."""
   resolver = getattr(strategy_, "cluster_resolver", None)
-  if resolver is None or not getattr(strategy_.extended, "_in_multi_worker_mode",
-                                     lambda: False)():
+  if resolver is None or not multi_worker(strategy_):
     return None
   task_type, task_id = resolver.task_type, resolver.task_id
   if task_type == "chief" or (task_type == "worker" and task_id == 0 and

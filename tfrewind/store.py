@@ -73,6 +73,10 @@ class RunPaths:
     return os.path.join(self.dir, "log.txt")
 
   @property
+  def shared(self):  # a longer budget's state at this run's last step (tfrewind.prefixes)
+    return os.path.join(self.dir, "shared")
+
+  @property
   def lock(self):
     return os.path.join(self.dir, "lock")
 
@@ -185,6 +189,22 @@ def locked(paths: RunPaths) -> Iterator[None]:
     fcntl.flock(f.fileno(), fcntl.LOCK_EX)
     try:
       yield
+    finally:
+      fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def try_locked(paths: RunPaths) -> Iterator[bool]:
+  """The run's lock if it is free now (True), else False at once: never waits."""
+  os.makedirs(paths.dir, exist_ok=True)
+  with open(paths.lock, "a+", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
     finally:
       fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 

@@ -14,7 +14,9 @@ from typing import List, Optional, Sequence
 from tfrewind import hparams as hp_lib
 from tfrewind import names
 from tfrewind import plan
+from tfrewind import prefixes
 from tfrewind import registries
+from tfrewind import store
 from tfrewind.pruning import masks
 from tfrewind.errors import ConfigError
 
@@ -109,6 +111,73 @@ def snapshot_steps(runs: Sequence[hp_lib.HParams]) -> List[int]:
   return sorted(steps)
 
 
+# The settings a grid flag changes besides the method, seed, density, level and budget.
+_VARIED = ("criterion", "control", "mask_from", "rewind_step", "train_steps", "lr_boundaries",
+           "gradual_end")
+
+
+def lines(runs: Sequence[hp_lib.HParams], base: hp_lib.HParams, keep: Sequence[str],
+          steps: Sequence[int], root: str, stage: Optional[str] = None,
+          one_criterion: bool = False):
+  """[(tfrewind arguments, label, run folders, dense run folder)] of the grid: a line per run
+  (stage None), per dense network (stage "dense"), or per run with the budgets of a shared
+  prefix (tfrewind.prefixes) on one line (stage "branches").
+
+  keep: the command line's own flags (not the grid's); base: the runs' settings before the
+  grid; one_criterion: each line names its criterion (the grid had --random_controls). Every
+  line carries the whole grid's --snapshot_steps (`steps`), so whichever line trains a dense
+  run first saves every rewind point that the others restore.
+  """
+  groups = {}
+  if stage == "branches":
+    for group in prefixes.groups(runs).values():
+      groups.update({id(hp): group for hp in group})
+  out, seen = [], set()
+  for hp in runs:
+    scratch = registries.schedule(hp.schedule).from_scratch  # no method to name
+    dense = None if scratch else store.dense_paths(root, hp).dir
+    if stage == "dense" and scratch:
+      continue
+    group = groups.get(id(hp), [hp])
+    if hp is not group[-1] and stage == "branches":
+      continue  # on the line of its group's largest budget
+    args = ["tfrewind", "run", *keep, *([] if scratch else [f"--method={hp.method}"]),
+            f"--seed={hp.seed}"]
+    # What --controls, --at_init and --train_budgets set differently from the flags.
+    for name in _VARIED:
+      value = getattr(hp, name)
+      if value != getattr(base, name):
+        args.append(f"--{name}={','.join(value) if isinstance(value, tuple) else value}")
+    if hp.by_level:
+      args.append(f"--level={hp.level}")
+    elif (registries.schedule(hp.schedule).point == "density"
+          and registries.structure(hp.structure).density is None):
+      args.append(f"--density={hp.density!r}")
+    if len(group) > 1:
+      args.append(f"--retrains={','.join(g.retrain for g in group)}")
+    elif hp.retrain is not None:
+      args.append(f"--retrain={hp.retrain}")
+    if one_criterion:
+      # The line runs one criterion, whatever its flag files' --random_controls say.
+      args += [f"--criterion={hp.criterion}", "--random_controls="]
+    if steps:
+      args.append(f"--snapshot_steps={','.join(map(str, steps))}")
+    point = f"level {hp.level}" if hp.by_level else f"density {hp.densities[-1]:.4g}"
+    if stage == "dense":
+      args.append("--stage=dense")
+      key, label, folders = dense, f"dense {hp.model} seed {hp.seed}", [dense]
+    else:
+      key = " ".join(args)
+      budgets = f" budgets {','.join(g.retrain for g in group)}" if len(group) > 1 else ""
+      label = f"{names.series(hp)} {point} seed {hp.seed}{budgets}"
+      folders = [store.branch_paths(root, g, r).dir for g in group
+                 for r in range(1, len(g.densities) + 1)]
+    if key not in seen:
+      seen.add(key)
+      out.append((args, label, folders, dense))
+  return out
+
+
 def validate(runs: Sequence[hp_lib.HParams]) -> None:
   """Every run's settings (ValueError naming the first bad one); no TensorFlow."""
   for hp in runs:
@@ -182,9 +251,7 @@ def cost(runs: Sequence[hp_lib.HParams]) -> dict:
 
   Returns {"dense", "retrain", "total", "shareable", "runs", "by_model"}: "shareable"
   is what training only the largest budget of each group of runs that differ by budget
-  alone would save, where a budget is a prefix of the larger ones
-  (plan.Retrain.budget_is_prefix; the first round only: a later round starts from its
-  own budget's previous round). by_model: {model: [total, shareable]}.
+  alone saves (tfrewind.prefixes). by_model: {model: [total, shareable]}.
   """
   dense, rounds = {}, {}
   for hp in runs:
@@ -194,8 +261,7 @@ def cost(runs: Sequence[hp_lib.HParams]) -> dict:
     dense[hp_lib.run_key(hp, 0)] = (hp.model, hp.cycle_steps)
     retrain = hp.plan()
     for r in range(1, len(hp.densities) + 1):
-      group = (hp_lib.run_key(dataclasses.replace(hp, retrain=None), r)
-               if r == 1 and retrain.budget_is_prefix else None)
+      group = prefixes.group_key(hp) if r == 1 else None
       rounds[hp_lib.run_key(hp, r)] = (hp.model, retrain.steps, group)
   by_model = {}
   for model, steps in dense.values():
@@ -223,8 +289,8 @@ def cost_lines(c: dict, its: Optional[float] = None) -> List[str]:
   lines = [f"{c['runs']} runs: {c['dense']:,} dense + {c['retrain']:,} retraining = "
            f"{total:,} optimizer steps",
            f"shared prefixes (constant-LR budgets trained once, to the largest): "
-           f"{c['shareable']:,} steps shareable -> {shared:,} ({total / shared:.3f}x fewer; "
-           f"the sweep does not share them yet)"]
+           f"{c['shareable']:,} steps saved -> {shared:,} ({total / shared:.3f}x fewer; "
+           f"tfrewind sweep, --launch=local and --print --stage=branches share them)"]
   for model, (steps, saved) in sorted(c["by_model"].items()):
     speed = its or PUBLISHED_ITS.get(model)
     if speed:

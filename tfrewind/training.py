@@ -71,6 +71,9 @@ class Phase:
   # The round whose initialisation and data order the phase uses (default: its own); a
   # gradual run, which prunes while it trains from scratch, uses the dense trunk's (0).
   stream: Optional[int] = None
+  # The tap record of a shorter budget written by a longer run (tfrewind.prefixes): `initial`
+  # is then that run's state at this phase's end, and the phase only writes its results.
+  shared: Optional[dict] = None
 
 
 # DataFn(round, first step of the phase's stream) -> Bundle: the Runner caches decoded arrays.
@@ -153,7 +156,7 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
   manager = tf.train.CheckpointManager(checkpoint, paths.backup, max_to_keep=2)
   if checkpoints.restore_final(checkpoint, paths, model, phase.end):
     # Trained, but its result was lost (a kill between the two writes, or a corrupt file).
-    finish(hp, paths, model, checkpoint, data(hp, stream, 0), phase.kind, t0)
+    finish(hp, paths, model, checkpoint, data(hp, stream, 0), phase.kind, t0, phase.shared)
     return
   if not checkpoints.restore_backup(checkpoint, manager) and phase.initial is not None:
     try:
@@ -181,8 +184,10 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
   eval_data = bundle.validation if bundle.validation is not None else bundle.test
   epochs = math.ceil((phase.end - phase.start) / steps_per_epoch)
   epoch, into = divmod(step - phase.start, steps_per_epoch)
+  if phase.shared is not None and step == phase.end:
+    _shared_rows(paths, phase, model, eval_data, epoch, into)
   losses = []
-  if into:
+  if into and step < phase.end:
     # Stopped by a signal inside epoch `epoch`: finish that epoch first, so that every later
     # epoch ends (evaluates, checkpoints) at the step where an uninterrupted run's does.
     losses += model.fit(bundle.train, epochs=epoch + 1, initial_epoch=epoch,
@@ -208,7 +213,31 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
       logging.warning("stopped at step %d without a checkpoint of it: a rerun resumes from "
                       "step %s", reached, checkpoints.newest_step(manager))
     raise stopping.stopped(reached, phase.end, paths.dir)
-  finish(hp, paths, model, checkpoint, bundle, phase.kind, t0)
+  finish(hp, paths, model, checkpoint, bundle, phase.kind, t0, phase.shared)
+
+
+def _shared_rows(paths, phase, model, eval_data, epoch, into):
+  """metrics.csv of a budget that a longer run trained through: that run's rows of the epochs
+  before this phase's last step, then, if the budget ends inside an epoch, the row that a run
+  alone writes there (the epoch's running training metrics from the tap, an evaluation, and
+  what the phase's callbacks add, with Keras' own CSVLogger)."""
+  from tfrewind import prefixes  # pylint: disable=g-import-not-at-top
+  source = os.path.join(os.path.dirname(paths.dir), phase.shared["shared_from"])
+  prefixes.copy_rows(store.RunPaths(source).metrics, paths.metrics, epoch)
+  if into:
+    logs = dict(phase.shared["logs"])
+    logs.update({f"val_{k}": v for k, v in model.evaluate(eval_data, verbose=0,
+                                                          return_dict=True).items()})
+    csv = keras.callbacks.CSVLogger(paths.metrics, append=True)
+    for callback in [*phase.callbacks, csv]:
+      callback.set_model(model)
+    csv.on_train_begin()
+    for callback in [*phase.callbacks, csv]:
+      callback.on_epoch_end(epoch, logs)
+    csv.on_train_end()
+  store.append_line(paths.ledger, {"phase": "shared", "from": phase.shared["shared_from"],
+                                   "start": phase.end, "end": phase.end, "steps": 0,
+                                   "pid": os.getpid()})
 
 
 @contextlib.contextmanager
@@ -275,11 +304,15 @@ def load_final(hp: hp_lib.HParams, paths: store.RunPaths, env: Optional[Env] = N
   return model
 
 
-def finish(hp, paths, model, checkpoint, bundle, kind, t0) -> None:
-  """Writes the final checkpoint, then result.json (the run is finished from there on)."""
+def finish(hp, paths, model, checkpoint, bundle, kind, t0, shared=None) -> None:
+  """Writes the final checkpoint, then result.json (the run is finished from there on).
+
+  shared: the tap record when a longer budget's run trained this one (tfrewind.prefixes)."""
   result = measure_lib.measure(hp, model, bundle, pruned=kind == "prune")
   result.update(wall_time_s=round(time.time() - t0, 3), kind=kind,
                 devices=platform.devices(), **measure_lib.epoch_evaluations(hp, paths))
+  if shared is not None:
+    result["shared_from"] = {"run": shared["shared_from"], "step": shared["step"]}
   tmp = tempfile.mkdtemp(prefix="final.tmp-", dir=paths.dir)
   checkpoint.write(os.path.join(tmp, "ckpt"))
   store.replace_dir(tmp, paths.final)
