@@ -103,7 +103,7 @@ def test_local_executor_runs_every_line_once_and_the_rerun_finishes_a_killed_one
   assert status == 1, out
   lines = out.splitlines()
   assert lines[0] == "3 lines on 2 slots (the CPU)", out
-  started = [l for l in lines if ": started on the CPU" in l]
+  started = [l for l in lines if l.startswith("  ") and l.endswith(": started on the CPU")]
   assert len(started) == 3 and "finetune density 0.2 seed 1 budgets 10it,30it" in started[0]
   # The first line trains the dense network; the other two start once it is finished (the
   # second slot idles meanwhile: nothing else could run). Their logs' first lines say when.

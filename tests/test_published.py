@@ -19,9 +19,15 @@ from tfrewind.report import aggregate, reference
 from clitools import REPO, cli
 
 
-def _budget_steps(epochs: int) -> int:
+def _budget_steps(epochs: int, dataset: str = "cifar10") -> int:
+  if dataset == "imagenet2012":  # its TPU code's checkpoints: multiples of 1,251 iterations
+    return 1251 * epochs
   # the original's checkpoints: 71,108 - ceil(390.625 * t) for t < 182 (its README)
   return 71108 if epochs == 182 else math.ceil(50000 / 128 * epochs)
+
+
+# The protocol of the code that made each dataset's released trials.
+PROTOCOL = {"cifar10": "renda_code", "imagenet2012": "renda_tpu_code"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,7 @@ def _covers(hp, row, published_levels) -> bool:
   else:
     point = row.density in [round(d, 4) for d in hp.densities]
   budget = ("retrain" not in plan.METHODS[hp.method].reads
-            or hp.to_steps("retrain") == _budget_steps(int(row.retrain_epochs)))
+            or hp.to_steps("retrain") == _budget_steps(int(row.retrain_epochs), row.dataset))
   return point and budget
 
 
@@ -76,7 +82,7 @@ def test_every_released_series_has_a_flag_file_that_runs_it(printed_runs):
                              "retrain_epochs"])["trial"].nunique().reset_index()
   drawn = {k for k, _ in aggregate.figure_groups(reference.renda_table())}
   series = settings.groupby(["network", "dataset", "schedule", "structure"]).ngroups
-  assert len(drawn) == series == 10  # the ten published figures
+  assert len(drawn) == series == 14  # the published figures: ten CIFAR-10, four ImageNet
   by_series = {}
   for name, runs in printed_runs.items():
     for hp in runs:
@@ -90,13 +96,17 @@ def test_every_released_series_has_a_flag_file_that_runs_it(printed_runs):
     files = {name for name, _ in found}
     seeds = {hp.seed for _, hp in found}
     protocols = {hp.protocol for _, hp in found}
-    if not found or len(seeds) < row.trial or protocols != {"renda_code"}:
+    if not found or len(seeds) < row.trial or protocols != {PROTOCOL[row.dataset]}:
       missing.append((row.network, row.structure, row.schedule, row.method, row.density,
                       row.retrain_epochs, sorted(files), sorted(seeds), sorted(protocols)))
   assert not missing, missing[:5]
-  # released settings (x10 budgets): unstructured one-shot 3 x 5 methods x 10 densities,
-  # iterative 4 methods x (10 + 17 + 10) densities; structured 4 x 5 methods x 5 levels
-  assert len(settings) == (3 * 5 * 10 + 4 * 37 + 4 * 5 * 5) * 10
+  # released settings (x10 budgets). CIFAR-10: unstructured one-shot 3 x 5 methods x 10
+  # densities, iterative 4 methods x (10 + 17 + 10) densities, structured 4 x 5 methods x 5
+  # levels. ImageNet: ResNet-50 one-shot 5 methods x 10 densities, iterative 3 x 10, ResNet-34
+  # structured 2 x 5 methods x 5 levels.
+  cifar = settings.dataset == "cifar10"
+  assert (~cifar).sum() == (5 * 10 + 3 * 10 + 2 * 5 * 5) * 10 == 1300
+  assert len(settings) == (3 * 5 * 10 + 4 * 37 + 4 * 5 * 5) * 10 + 1300
 
 
 def test_mikler_table_5_has_a_flag_file_that_runs_it(printed_runs):
@@ -121,3 +131,18 @@ def test_renda_flag_files_run_the_originals_cycle_and_checkpoints(printed_runs):
   # reinit ignores the budget: one run per density and seed, not one per budget
   assert sum(h.method == "reinit" for h in runs) == 10 * 3
   assert len(runs) == 4 * 10 * 10 * 3 + 10 * 3
+
+
+def test_renda_imagenet_flag_files_run_the_tpu_codes_cycle_and_checkpoints(printed_runs):
+  runs = printed_runs["renda_resnet50_one_shot.flags"]
+  hp = runs[0]
+  assert (hp.cycle_steps, hp.boundaries, hp.lr, hp.lr_warmup, hp.nesterov, hp.batch_size) == (
+      112590, [37535, 75069, 100092], 0.4, 5.0, True, 1024)
+  assert hp.steps_per_epoch() == 1251 and hp.protocol == "renda_tpu_code"
+  steps = sorted({p.weights_from for p in (h.plan() for h in runs) if p.weights_from is not None})
+  assert steps == [1251 * 9 * k for k in range(10)]  # rewinding to N - t, t = 9..90 epochs
+  assert len(runs) == 4 * 10 * 10 * 3 + 10 * 3
+  assert len(printed_runs["renda_resnet50_iterative.flags"]) == 3 * 10 * 3
+  for s in ("a", "b"):
+    structured = printed_runs[f"renda_resnet34_structured_{s}.flags"]
+    assert {h.level for h in structured} == {1, 2, 3, 4, 5} and len(structured) == 615

@@ -116,7 +116,13 @@ def test_reference_only_draws_every_published_curve(tmp_path):
   out = str(tmp_path / "ref")
   assert report_cli.main("unused", out, reference_only=True) == 0
   pngs = [f for f in os.listdir(out) if f.endswith(".png")]
-  assert len(pngs) == 10  # 3 networks x (one-shot, iterative) + 4 structured settings
+  # CIFAR-10: 3 networks x (one-shot, iterative) + 4 structured settings; ImageNet: ResNet-50
+  # one-shot and iterative, ResNet-34 structured A and B
+  assert len(pngs) == 14
+  assert {"resnet50_imagenet2012_one_shot_unstructured_published.png",
+          "resnet50_imagenet2012_iterative_unstructured_published.png",
+          "resnet34_imagenet2012_one_shot_structured_a_published.png",
+          "resnet34_imagenet2012_one_shot_structured_b_published.png"} <= set(pngs)
   assert os.path.exists(os.path.join(out, "published.csv"))
 
 

@@ -203,11 +203,12 @@ def sweep_lines(runs, stage=None):
 
 
 def cmd_models(_) -> int:
+  from tfrewind import names  # pylint: disable=g-import-not-at-top
   from tfrewind.models import registry  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   print(f"{'model':<10} {'input':>9} {'trainable':>12} {'prunable':>12} {'kernels':>8}")
   for name in registry.PRESETS:
-    imagenet = name == "resnet50"
+    imagenet = names.match_model(name)[0] == "imagenet_resnet"
     model = registry.build_model(name, num_classes=1000 if imagenet else 10)
     c = registry.counts(model)
     shape = "224x224" if imagenet else "32x32"

@@ -1,5 +1,5 @@
 """Datasets: CIFAR-10/100 through tensorflow-datasets; offline, scikit-learn's `digits` and a
-`synthetic` set.
+`synthetic` set; ImageNet streamed from disk (tfrewind.imagenet).
 
 Training: standardise by the training set's per-channel mean and std, random
 horizontal flip, 4-pixel reflection pad, random 32x32 crop (digits: 1-pixel pad,
@@ -111,6 +111,9 @@ def load(name: str, data_dir: Optional[str] = None, download: bool = True,
   data_dir = data_dir or default_data_dir()
   if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
     raise DataError(f"--data_dir {data_dir} is a file, not a folder")
+  if names.DATASETS[name].streamed:  # ImageNet: read from disk every epoch
+    from tfrewind import imagenet  # pylint: disable=g-import-not-at-top
+    return imagenet.source(data_dir)
   # tfds warns about each empty version folder it looks into; the error below says it all.
   verbosity = absl_logging.get_verbosity()
   absl_logging.set_verbosity(absl_logging.ERROR)
@@ -285,7 +288,8 @@ def validation_split(n_test: int, size: int = VALIDATION_SIZE):
 def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str] = None,
          validation: bool = False, download: bool = True, synthetic_size: int = 5000,
          arrays: Optional[Arrays] = None, start_step: int = 0, stats=None,
-         per_image: bool = False, pad_mode: str = "REFLECT") -> Bundle:
+         per_image: bool = False, pad_mode: str = "REFLECT", image_size: Optional[int] = None,
+         epochs: int = 91) -> Bundle:
   """The training and evaluation pipelines of a dataset.
 
   Args:
@@ -300,10 +304,19 @@ def make(name: str, batch_size: int = 128, seed: int = 0, data_dir: Optional[str
     per_image: standardise each image by its own mean and std instead (Bundle.mean and
       .std are then None).
     pad_mode: the random crop's padding, "REFLECT" or "CONSTANT" (zeros).
+    image_size, epochs: of a streamed dataset (ImageNet, tfrewind.imagenet): the crops' side
+      (default 224), and the epochs of training stream to build.
   """
   if int(batch_size) != batch_size or batch_size < 1:
     raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
   a = arrays or load(name, data_dir, download, synthetic_size)
+  if names.DATASETS[name].streamed:
+    from tfrewind import imagenet  # pylint: disable=g-import-not-at-top
+    size = image_size or names.DATASETS[name].image_shape[0]
+    return Bundle(train=imagenet.train_pipeline(a, batch_size, seed, size, start_step, epochs),
+                  test=imagenet.eval_pipeline(a, batch_size, size), validation=None,
+                  steps_per_epoch=max(a.train_size // batch_size, 1),
+                  num_classes=a.num_classes, mean=None, std=None)
   if pad_mode not in PAD_MODES:
     raise DataError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
   if per_image:

@@ -220,7 +220,8 @@ class Runner:
 
   # ------------------------------------------------------------------ data
   def arrays(self, hp: hp_lib.HParams) -> data_lib.Arrays:
-    """The decoded dataset of `hp`, loaded once per process (DataError if unavailable)."""
+    """The decoded dataset of `hp`, loaded once per process (DataError if unavailable); a
+    streamed one's tfds source (tfrewind.imagenet.Source)."""
     key = (hp.dataset, hp.data_dir, hp.synthetic_size)
     if key not in self._arrays:
       self._arrays[key] = data_lib.load(hp.dataset, hp.data_dir, hp.download, hp.synthetic_size)
@@ -237,7 +238,11 @@ class Runner:
                          stats=stats, per_image=protocol.per_image_standardization,
                          pad_mode="CONSTANT" if protocol.zero_padding else "REFLECT",
                          validation=hp.validation, arrays=self.arrays(hp),
-                         start_step=start_in_phase)
+                         start_step=start_in_phase, image_size=hp.image_size,
+                         # a streamed set builds each epoch of a phase: at most its cycle or
+                         # its budget, and the epoch it resumes in
+                         epochs=-(-max(hp.cycle_steps, hp.to_steps("retrain") or 0)
+                                  // hp.steps_per_epoch()) + 1)
 
 
 def _readable_snapshot(path) -> bool:

@@ -108,7 +108,7 @@ def export(run_dir: str, out: str, latency_runs: int = 50) -> Dict[str, Any]:
       # The same network dense (fresh weights: latency does not depend on them), masked
       # (stripped, its zeros kept) and slim (model.tflite itself); beside their MACs above.
       dense = registry.build_model(hp.model, num_classes=names.num_classes(hp.dataset),
-                                   input_shape=names.DATASETS[hp.dataset].image_shape,
+                                   input_shape=names.image_shape(hp.dataset, hp.image_size),
                                    **hp.model_overrides())
       info["tflite_threads"] = {"1": 1, "all": os.cpu_count() or 1}
       info["tflite_latency_ms"] = {"dense": tflite_latency(dense, latency_runs),

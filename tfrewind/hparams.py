@@ -45,6 +45,8 @@ class HParams:
   validation: bool = _f(False, "data", "hold out Renda's fixed 2,000 test images for validation")
   synthetic_size: int = _f(5000, "data", "training images of the synthetic dataset", min=1)
   batch_size: int = _f(128, "data", "global batch size", min=1)
+  image_size: Optional[int] = _f(None, "data", "imagenet2012: side of the square crops (224)",
+                                 min=8)
   # model
   model: str = _f("resnet20", "model", names.MODEL_HELP)
   width: Optional[int] = _f(None, "model", "first-stage width of a CIFAR ResNet (16)", min=1)
@@ -66,6 +68,8 @@ class HParams:
                                       "steps at which the LR is multiplied by lr_factor (empty: a "
                                       "constant LR)", min=1, empty="a constant LR")
   lr_factor: float = _f(0.1, "train", "LR decay factor at each boundary", above=0)
+  lr_warmup: float = _f(0.0, "train", "epochs of linear LR warm-up from 0, an epoch being "
+                        "exactly training images / batch (the original's ImageNet code: 5)", min=0)
   momentum: float = _f(0.9, "train", "SGD momentum", min=0, below=1)
   nesterov: bool = _f(True, "train", "Nesterov momentum (Mikler) or heavy ball (Renda)")
   seed: int = _f(1, "train", "seed of initialisation, data order and augmentation", min=0)
@@ -137,7 +141,7 @@ class HParams:
       return parse_steps(self.epoch_steps, None, "epoch_steps")
     if data_steps is not None:
       return data_steps
-    return max(_train_size(self) // self.batch_size, 1)
+    return max(train_size(self) // self.batch_size, 1)
 
   def to_steps(self, name: str) -> Optional[int]:
     value = getattr(self, name)
@@ -177,9 +181,8 @@ class HParams:
     fields = {"width": "width", "bn_momentum": "bn_momentum", "bn_epsilon": "bn_epsilon",
               "weight_decay": "l2", "initializer": "initializer", "shortcut": "shortcut"}
     found = names.match_model(self.model)
-    out = dict(protocols.get(self.protocol).model_options()
-               if found and found[0] == "cifar_resnet" and self.protocol in protocols.PROTOCOLS
-               else {})
+    out = dict(protocols.get(self.protocol).model_options(found[0])
+               if found and self.protocol in protocols.PROTOCOLS else {})
     out.update({arg: getattr(self, f) for f, arg in fields.items() if getattr(self, f) is not None})
     return out
 
@@ -221,27 +224,23 @@ class HParams:
   # ------------------------------------------------------------------ validation
   def validate(self) -> "HParams":
     """Raises ValueError with one clear sentence for any inconsistent setting."""
-    for f in dataclasses.fields(self):
+    for f in dataclasses.fields(self):  # types and declared bounds (batch_size >= 1, ...)
       problem = check_field(f.name, getattr(self, f.name))
       if problem:
         raise ConfigError(f"--{f.name}={_shown(getattr(self, f.name))}: {problem}")
     if self.dataset not in names.DATASETS:
       raise ConfigError(f"unknown --dataset={self.dataset!r}: choose one of "
                        f"{', '.join(names.DATASETS)}")
+    if self.validation and names.DATASETS[self.dataset].streamed:
+      raise ConfigError(f"--validation holds out 2,000 CIFAR test images; {self.dataset} "
+                        f"evaluates on ILSVRC's 50,000 validation images: leave it out")
     if names.match_model(self.model) is None:
       raise ConfigError(f"unknown --model={self.model!r}: use {names.MODEL_HELP}")
-    for name in ("batch_size", "synthetic_size"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
     if self.shortcut is not None and self.shortcut not in names.SHORTCUTS:
       raise ConfigError(f"unknown --shortcut={self.shortcut!r}: use {' or '.join(names.SHORTCUTS)}")
     if not self.lr > 0 or not self.finetune_lr > 0 or math.isinf(self.lr):
       raise ConfigError(f"learning rates must be positive, got --lr={self.lr} "
                        f"--finetune_lr={self.finetune_lr}")
-    if not 0 <= self.momentum < 1:
-      raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
-    if self.weight_decay is not None and self.weight_decay < 0:
-      raise ConfigError(f"--weight_decay must be >= 0, got {self.weight_decay}")
     protocols.get(self.protocol)
     self.steps_per_epoch()
     n = self.cycle_steps
@@ -255,11 +254,6 @@ class HParams:
       if getattr(self, name) not in table:
         raise ConfigError(f"unknown --{name}={getattr(self, name)!r}: use {' or '.join(table)}")
     masks_lib.check_density(self.density)
-    if self.schedule == "iterative":
-      if not 0 < self.rate < 1:
-        raise ConfigError(f"--rate must be in (0, 1), got {self.rate}")
-      if self.rounds < 1:
-        raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
     for name, allowed in (("scope", masks_lib.SCOPES), ("channel_count", masks_lib.COUNTS),
                           ("classifier", masks_lib.CLASSIFIERS)):
       if getattr(self, name) not in allowed:
@@ -285,8 +279,6 @@ class HParams:
       if self.schedule != "one_shot":
         raise ConfigError(f"--structure={self.structure} prunes once, at --level: use "
                          "--schedule=one_shot (the original's levels compound the ratios)")
-      if self.level < 1:
-        raise ConfigError(f"--level must be >= 1, got {self.level}")
     k = self.to_steps("rewind_step")
     if registries.schedule(self.schedule).from_scratch:
       return self  # no retraining method: its settings are not read
@@ -349,7 +341,8 @@ def check_item(name: str, value) -> Optional[str]:
 _FIELDS = {f.name: f for f in dataclasses.fields(HParams)}
 
 
-def _train_size(hp):
+def train_size(hp) -> int:
+  """Training images of `hp`'s dataset (--synthetic_size for the synthetic set)."""
   size = names.DATASETS[hp.dataset].train_size if hp.dataset in names.DATASETS else None
   return hp.synthetic_size if size is None else size
 

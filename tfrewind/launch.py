@@ -135,7 +135,7 @@ def execute(tasks: Sequence[Task], gpu_slots: Sequence[Optional[str]], out: Text
                                 env=env)  # pylint: disable=consider-using-with
         running[slot] = (task, proc, clock(), log)
         busy |= {task.dense} if task.dense else set()
-        say(f"[{done + len(running)}/{total}] {task.label}: started on {where(gpu)}")
+        say(f"  {task.label}: started on {where(gpu)}")
       time.sleep(poll)
   finally:
     for task, proc, _, log in running.values():  # stopped: each line checkpoints and exits

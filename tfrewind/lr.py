@@ -35,13 +35,17 @@ class StepDecay(LearningRateSchedule):
   """
 
   def __init__(self, initial: float, boundaries: Sequence[int], factor: float,
-               old_at_boundary: bool = False):
+               old_at_boundary: bool = False, warmup: float = 0.0, epoch: float = 1.0):
     if sorted(boundaries) != list(boundaries):
       raise ConfigError(f"boundaries must be increasing, got {list(boundaries)}")
     self.initial = float(initial)
     self.boundaries = [int(b) for b in boundaries]
     self.factor = float(factor)
     self.old_at_boundary = bool(old_at_boundary)
+    # A linear warm-up from 0 over `warmup` epochs of `epoch` steps (a float: training images
+    # / batch), as the original's ImageNet code: initial * (step / epoch) / warmup, in float32
+    # in that order, while step / epoch < warmup.
+    self.warmup, self.epoch = float(warmup), float(epoch)
     # Values computed once in float64 then rounded, so 0.1 * 0.1 is exactly float32(0.01).
     self._values = [np.float32(self.initial * self.factor ** i)
                     for i in range(len(self.boundaries) + 1)]
@@ -51,16 +55,25 @@ class StepDecay(LearningRateSchedule):
     boundaries = tf.constant(self.boundaries or [np.iinfo(np.int64).max], tf.int64)
     passed = step > boundaries if self.old_at_boundary else step >= boundaries
     index = tf.reduce_sum(tf.cast(passed, tf.int32))
-    return tf.gather(tf.constant(self._values, tf.float32), index)
+    lr = tf.gather(tf.constant(self._values, tf.float32), index)
+    if not self.warmup:
+      return lr
+    epoch = tf.cast(step, tf.float32) / tf.constant(self.epoch, tf.float32)
+    ramp = tf.constant(self.initial, tf.float32) * epoch / tf.constant(self.warmup, tf.float32)
+    return tf.where(epoch < tf.constant(self.warmup, tf.float32), ramp, lr)
 
   def value(self, step: int) -> float:
     """The same LR computed in NumPy (for tests and tables)."""
+    if self.warmup:
+      epoch = np.float32(step) / np.float32(self.epoch)
+      if epoch < np.float32(self.warmup):
+        return float(np.float32(self.initial) * epoch / np.float32(self.warmup))
     b = np.asarray(self.boundaries)
     return float(self._values[int(np.sum(b < step if self.old_at_boundary else b <= step))])
 
   def get_config(self):
     return {"initial": self.initial, "boundaries": self.boundaries, "factor": self.factor,
-            "old_at_boundary": self.old_at_boundary}
+            "old_at_boundary": self.old_at_boundary, "warmup": self.warmup, "epoch": self.epoch}
 
 
 @keras.utils.register_keras_serializable(package="tfrewind")

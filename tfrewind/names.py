@@ -19,6 +19,7 @@ class Dataset:
   image_shape: Tuple[int, int, int] = (32, 32, 3)
   pad: int = 4  # reflection padding of the random crop
   flip: bool = True  # random horizontal flips
+  streamed: bool = False  # read from disk every epoch (tfrewind.imagenet), not held in memory
 
 
 DATASETS = {
@@ -30,17 +31,27 @@ DATASETS = {
     # (digits are not mirror-symmetric).
     "digits": Dataset(num_classes=10, train_size=1437, image_shape=(8, 8, 1), pad=1,
                       flip=False),
+    # ILSVRC 2012 through tfds (its manual download); crops of --image_size (224), the original
+    # study's TPU preprocessing (tfrewind.imagenet).
+    "imagenet2012": Dataset(num_classes=1000, train_size=1281167, image_shape=(224, 224, 3),
+                            pad=0, streamed=True),
 }
+
+
+def image_shape(dataset: str, image_size=None) -> Tuple[int, int, int]:
+  """The network's input shape for `dataset`; --image_size sets a streamed set's crops."""
+  shape = DATASETS[dataset].image_shape
+  return (image_size, image_size, shape[2]) if image_size else shape
 
 # (family, pattern): tfrewind.models.registry has one builder per family.
 MODEL_FAMILIES = (
-    ("resnet50", re.compile(r"resnet50")),
+    ("imagenet_resnet", re.compile(r"resnet(18|34|50|101|152)")),
     ("cifar_resnet", re.compile(r"resnet(\d+)")),
     ("wrn", re.compile(r"wrn(\d+)_(\d+)")),
     ("vgg", re.compile(r"vgg(\d+)")),
 )
 MODEL_HELP = ("resnet<6n+2> (e.g. resnet20), wrn<depth>_<width> (wrn16_8), vgg11/13/16/19 or "
-              "resnet50")
+              "the ImageNet resnet18/34/50/101/152")
 
 
 def match_model(name: str) -> Optional[Tuple[str, "re.Match"]]:

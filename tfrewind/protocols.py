@@ -38,13 +38,21 @@ class Protocol:
   # projection in the first block of every stage, explicit padding of strided convs, the
   # classifier from N(0, 0.01), L2 on every trainable variable (tfrewind.models.common.Options).
   tf_official_resnet: bool = False
+  # ImageNet ResNets built as the original's TPU code (tpu-src/models/official/resnet/
+  # resnet_model.py): the same, and each block's last BatchNorm gamma from 0, a fan-in variance
+  # scaling init, L2 1e-4 * tf.nn.l2_loss on every trainable variable but BatchNorm's.
+  tf_official_imagenet: bool = False
 
-  def model_options(self) -> Dict[str, object]:
-    """build_model overrides of a CIFAR ResNet under this protocol."""
-    if not self.tf_official_resnet:
-      return {}
-    return {"shortcut": "projection_all", "fixed_padding": True, "classifier_stddev": 0.01,
-            "decay_all": True}
+  def model_options(self, family: str = "cifar_resnet") -> Dict[str, object]:
+    """build_model overrides of a network family (tfrewind.names) under this protocol."""
+    if family == "cifar_resnet" and self.tf_official_resnet:
+      return {"shortcut": "projection_all", "fixed_padding": True, "classifier_stddev": 0.01,
+              "decay_all": True}
+    if family == "imagenet_resnet" and self.tf_official_imagenet:
+      return {"shortcut": "projection_all", "fixed_padding": True, "classifier_stddev": 0.01,
+              "zero_init_residual": True, "initializer": "variance_scaling", "l2": 5e-5,
+              "decay_bias": True}
+    return {}
 
 
 PROTOCOLS: Dict[str, Protocol] = {
@@ -59,6 +67,12 @@ PROTOCOLS: Dict[str, Protocol] = {
         "official ResNet v1)",
         old_lr_at_boundary=True, per_image_standardization=True, zero_padding=True,
         tf_official_resnet=True),
+    # resnet_main.py's learning_rate_schedule: the new LR from the first step whose (float)
+    # epoch reaches a boundary; its warm-up is --lr_warmup.
+    "renda_tpu_code": Protocol(
+        "renda_tpu_code", "what the original study's TPU ImageNet code ran (TF's official "
+        "ResNet v1.5 with zero-initialised last BatchNorms; the LR from a boundary step on)",
+        tf_official_imagenet=True),
 }
 
 

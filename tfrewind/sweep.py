@@ -198,7 +198,8 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
   from tfrewind.pruning import sparsity  # pylint: disable=g-import-not-at-top
   smallest = {}
   for hp in runs:
-    network = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset)
+    network = (hp.model, tuple(sorted(hp.model_overrides().items())), hp.dataset,
+               hp.image_size)
     # A criterion that scores the network keeps the same counts as magnitude does.
     criterion = "magnitude" if registries.criterion(hp.criterion).scores_model else hp.criterion
     key = (hp.scope, hp.structure, criterion, hp.channel_count, hp.classifier, hp.keep_dense,
@@ -207,13 +208,12 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
     point = -hp.level if hp.by_level else min(hp.densities)
     points = smallest.setdefault(network, {})
     points[key] = min(points.get(key, 1.0), point)
-  for (model, overrides, dataset), points in smallest.items():
+  for (model, overrides, dataset, image_size), points in smallest.items():
     channels = any(sparsity.silences_channels(key[1]) for key in points)
     try:
       net = sparsity.prunable(registry.build_model(
           model, num_classes=names.num_classes(dataset),
-          input_shape=names.DATASETS[dataset].image_shape,
-          **dict(overrides)), structure="channel" if channels else "unstructured")
+          input_shape=names.image_shape(dataset, image_size), **dict(overrides)), structure="channel" if channels else "unstructured")
     except ValueError as e:
       raise ConfigError(f"--model={model}: {e}") from None
     try:

@@ -83,7 +83,8 @@ DataFn = Callable[[hp_lib.HParams, int, int], data_lib.Bundle]
 def lr_schedule(hp: hp_lib.HParams) -> lr_lib.StepDecay:
   """The dense run's LR schedule."""
   return lr_lib.StepDecay(hp.lr, hp.boundaries, hp.lr_factor,
-                          protocols.get(hp.protocol).old_lr_at_boundary)
+                          protocols.get(hp.protocol).old_lr_at_boundary, hp.lr_warmup,
+                          hp_lib.train_size(hp) / hp.batch_size)
 
 
 def build(hp: hp_lib.HParams, strategy=None, jit_compile: bool = False,
@@ -94,7 +95,7 @@ def build(hp: hp_lib.HParams, strategy=None, jit_compile: bool = False,
   with strategy.scope():
     model = sparsity.prunable(registry.build_model(
         hp.model, num_classes=names.num_classes(hp.dataset),
-        input_shape=names.DATASETS[hp.dataset].image_shape,
+        input_shape=names.image_shape(hp.dataset, hp.image_size),
         **hp.model_overrides()), structure=hp.structure)
     optimizer = keras.optimizers.SGD(lr_schedule(hp), momentum=hp.momentum, nesterov=hp.nesterov)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),

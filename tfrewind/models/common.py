@@ -21,6 +21,8 @@ class Options:
     every trainable variable: 2e-4 * tf.nn.l2_loss = Keras L2(1e-4) on each).
   classifier_stddev: the classifier's kernel from N(0, stddev) instead of `initializer`
     (Renda's code: 0.01).
+  decay_bias: L2 on the classifier's bias too (the original's ImageNet code decays every
+    trainable variable but BatchNorm's: 1e-4 * tf.nn.l2_loss = Keras L2(5e-5)).
   fixed_padding: a strided conv pads (k - 1) // 2 before and k // 2 after, explicitly, and
     convolves VALID, as TF's official ResNet (Renda's code) does; Keras' "same" pads a
     stride-2 3x3 conv of an even input only after, so its grid is one pixel off.
@@ -32,6 +34,7 @@ class Options:
   decay_all: bool = False
   classifier_stddev: Optional[float] = None
   fixed_padding: bool = False
+  decay_bias: bool = False
 
   def _reg(self):
     return keras.regularizers.L2(self.l2) if self.l2 else None
@@ -56,12 +59,18 @@ class Options:
     init = (keras.initializers.RandomNormal(stddev=self.classifier_stddev)
             if self.classifier_stddev else self.initializer)
     return keras.layers.Dense(units, kernel_initializer=init, kernel_regularizer=self._reg(),
-                              bias_regularizer=self._other_reg(), name=name)
+                              bias_regularizer=self._reg() if self.decay_all or self.decay_bias
+                              else None, name=name)
 
-  def bn(self, name=None):
+  def bn(self, name=None, gamma_initializer="ones"):
     return keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                           gamma_initializer=gamma_initializer,
                                            gamma_regularizer=self._other_reg(),
                                            beta_regularizer=self._other_reg(), name=name)
+
+  def bn_zero(self, name=None):
+    """A BatchNorm whose gamma starts at 0 (a residual block's last: TF's init_zero)."""
+    return self.bn(name, gamma_initializer="zeros")
 
 
 def pad_shortcut(x, filters, stride, name):

@@ -1,7 +1,7 @@
 """Named networks: one registry, one builder, one table of counts.
 
 Names: resnet{6n+2} (resnet20, resnet56, resnet110, ...), wrn{depth}_{width}
-(wrn16_8), vgg{11,13,16,19}, resnet50.
+(wrn16_8), vgg{11,13,16,19}, and the ImageNet resnet{18,34,50,101,152}.
 """
 
 import dataclasses
@@ -17,17 +17,18 @@ from tfrewind.errors import ConfigError
 from tfrewind.models import common, resnet, vgg, wrn
 
 # The networks of the two papers; `tfrewind models` and the preset test cover them all.
-PRESETS = ("resnet20", "resnet56", "resnet110", "wrn16_8", "vgg16", "vgg19", "resnet50")
+PRESETS = ("resnet20", "resnet56", "resnet110", "wrn16_8", "vgg16", "vgg19", "resnet34",
+           "resnet50")
 
 # One builder per family of tfrewind.names.MODEL_FAMILIES (the names live there, TF-free):
 # (function, the arguments its name gives, e.g. a ResNet's depth).
 _BUILDERS = {
-    "resnet50": (resnet.resnet50, lambda m: ()),
+    "imagenet_resnet": (resnet.imagenet_resnet, lambda m: (int(m.group(1)),)),
     "cifar_resnet": (resnet.cifar_resnet, lambda m: (int(m.group(1)),)),
     "wrn": (wrn.wide_resnet, lambda m: (int(m.group(1)), int(m.group(2)))),
     "vgg": (vgg.vgg, lambda m: (int(m.group(1)),)),
 }
-_NAMED = {"resnet50": 0, "cifar_resnet": 1, "wrn": 2, "vgg": 1}  # how many the name gives
+_NAMED = {"imagenet_resnet": 1, "cifar_resnet": 1, "wrn": 2, "vgg": 1}  # how many the name gives
 
 
 def overrides_of(family: str) -> List[str]:

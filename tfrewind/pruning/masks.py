@@ -268,9 +268,10 @@ def apply(weight: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 # Li et al. (2017) settings A and B as the original study ran them (its l1_filter_pruning.py):
-# conv index (the 3x3 convs in order, the stem is 1, so block j's first conv is 2 + 2j) ->
-# fraction of that conv's filters pruned at level 1. Only the first conv of a block is pruned;
-# its filters feed the block's second conv alone, so no residual sum is touched.
+# conv index (the convs wider than 1x1 in order, the stem is 1, so block j's first conv is
+# 2 + 2j: CIFAR's 3x3 stem, ImageNet's 7x7) -> fraction of that conv's filters pruned at level
+# 1. Only the first conv of a block is pruned; its filters feed the block's second conv alone,
+# so no residual sum is touched. ResNet-34's stage 4 (convs 28..33) is never pruned.
 FILTER_SETTINGS: Dict[tuple, Dict[int, float]] = {
     (56, "structured_a"): {i: 0.1 for i in range(2, 55, 2) if i not in (16, 20, 38, 54)},
     (56, "structured_b"): {i: 0.6 if i <= 19 else 0.3 if i <= 37 else 0.1
@@ -278,6 +279,9 @@ FILTER_SETTINGS: Dict[tuple, Dict[int, float]] = {
     (110, "structured_a"): {i: 0.5 for i in range(2, 37, 2) if i not in (36,)},
     (110, "structured_b"): {i: 0.5 if i <= 37 else 0.4 if i <= 73 else 0.3
                             for i in range(2, 110, 2) if i not in (36, 38, 74)},
+    (34, "structured_a"): {i: 0.3 for i in range(2, 27, 2) if i not in (2, 8, 14, 16, 26)},
+    (34, "structured_b"): {i: 0.5 if i <= 6 else 0.6 if i <= 14 else 0.4
+                           for i in range(2, 27, 2) if i not in (2, 8, 14, 16, 26)},
 }
 
 

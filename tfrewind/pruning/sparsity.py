@@ -311,14 +311,15 @@ def _checked(new, weights, old, structure) -> List[np.ndarray]:
 
 
 def filter_ratios(weights, structure: str) -> Dict[int, float]:
-  """Li et al.'s setting as {index into `weights`: ratio}: the original numbers the 3x3 convs
-  in order (the stem is conv 1) and names the networks by depth (3x3 convs + 1)."""
-  convs = [i for i, w in enumerate(weights) if w.ndim == 4 and w.shape[:2] == (3, 3)]
+  """Li et al.'s setting as {index into `weights`: ratio}: the original numbers the convs wider
+  than 1x1 in order (the stem is conv 1; projections apart) and names the networks by depth
+  (those convs + the classifier)."""
+  convs = [i for i, w in enumerate(weights) if w.ndim == 4 and w.shape[:2] != (1, 1)]
   depth = len(convs) + 1
   if (depth, structure) not in masks_lib.FILTER_SETTINGS:
     raise ConfigError(f"{structure} (Li et al. 2017, as Renda et al. ran it) is defined for "
-                     f"{' and '.join(masks_lib.filter_networks())}; this network has {len(convs)} 3x3 convs "
-                     f"(a depth-{depth} ResNet): use --structure=channel")
+                     f"{' and '.join(masks_lib.filter_networks())}; this network has {len(convs)} convs "
+                     f"wider than 1x1 (a depth-{depth} ResNet): use --structure=channel")
   return {convs[k - 1]: r for k, r in masks_lib.FILTER_SETTINGS[(depth, structure)].items()}
 
 

@@ -1,4 +1,10 @@
-"""The published results, shipped inside the package (tfrewind/reference/)."""
+"""The published results, shipped inside the package (tfrewind/reference/).
+
+Renda et al.'s trials are the CIFAR-10 and ImageNet rows of the study's released
+vision/plot/pruned_dataframe.pkl and bases_dataframe.pkl (github
+lottery-ticket/rewinding-iclr20-public), as CSV (tfrewind/reference/README.md); GNMT's are left
+out.
+"""
 
 import os
 
@@ -15,15 +21,23 @@ def path(name: str) -> str:
   return os.path.join(_DIR, name)
 
 
+# The released trials' datasets: file stem -> tfrewind's dataset name.
+DATASETS = {"cifar10": "cifar10", "imagenet": "imagenet2012"}
+
+
 def renda_trials() -> pd.DataFrame:
-  df = pd.read_csv(path("renda2020_cifar10_trials.csv"))
-  df["structure"] = df["structure"].map(_STRUCTURES)
-  df["dataset"] = "cifar10"
-  return df
+  frames = []
+  for stem, dataset in DATASETS.items():
+    df = pd.read_csv(path(f"renda2020_{stem}_trials.csv"))
+    df["structure"] = df["structure"].map(_STRUCTURES)
+    df["dataset"] = dataset
+    frames.append(df)
+  return pd.concat(frames, ignore_index=True)
 
 
 def renda_dense() -> pd.DataFrame:
-  return pd.read_csv(path("renda2020_cifar10_dense.csv"))
+  return pd.concat([pd.read_csv(path(f"renda2020_{stem}_dense.csv")) for stem in DATASETS],
+                   ignore_index=True)
 
 
 def mikler_tables() -> pd.DataFrame:
