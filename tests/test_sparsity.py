@@ -364,6 +364,6 @@ def test_structured_a_b_prune_the_originals_filters(network, structure):
       effective += m.sum()
     assert abs(effective / sum(m.size for m in masks) - released[level - 1]) < 0.002
   tfrewind.prune(model, 1.0, structure=structure, level=2)
-  with pytest.raises(ValueError, match="defined for resnet110 and resnet56"):
+  with pytest.raises(ValueError, match="defined for resnet110 and resnet34 and resnet56"):
     sparsity.new_masks(tfrewind.prunable(tiny_resnet(), structure=structure), 1.0,
                        structure=structure)

@@ -115,10 +115,10 @@ def cmd_run(runs) -> int:
   # First: collective ops must be configured before any TF op runs.
   strategy = platform.strategy(FLAGS.distribution)
   devices = _devices()
-  sweep.check_densities(runs)
   runner = _runner(strategy, _snapshot_steps(runs))
   for hp in {(h.dataset, h.data_dir, h.synthetic_size): h for h in runs}.values():
-    runner.arrays(hp)  # missing data fails here, before any training
+    runner.arrays(hp)  # missing data fails here, in seconds, before any training
+  sweep.check_densities(runs)
   logging.info("root %s: %d runs", os.path.abspath(FLAGS.root), len(runs))
   shared = runner.share(runs) if FLAGS.share_prefixes else 0
   if shared:

@@ -113,7 +113,7 @@ def load(name: str, data_dir: Optional[str] = None, download: bool = True,
     raise DataError(f"--data_dir {data_dir} is a file, not a folder")
   if names.DATASETS[name].streamed:  # ImageNet: read from disk every epoch
     from tfrewind import imagenet  # pylint: disable=g-import-not-at-top
-    return imagenet.source(data_dir)
+    return imagenet.source(data_dir, _prepared)
   # tfds warns about each empty version folder it looks into; the error below says it all.
   verbosity = absl_logging.get_verbosity()
   absl_logging.set_verbosity(absl_logging.ERROR)

@@ -49,7 +49,8 @@ class HParams:
                                  min=8)
   # model
   model: str = _f("resnet20", "model", names.MODEL_HELP)
-  width: Optional[int] = _f(None, "model", "first-stage width of a CIFAR ResNet (16)", min=1)
+  width: Optional[int] = _f(None, "model", "first-stage width of a ResNet (CIFAR 16, ImageNet 64)",
+                            min=1)
   bn_momentum: Optional[float] = _f(None, "model", "BatchNorm decay (network default)", min=0,
                                    below=1)
   bn_epsilon: Optional[float] = _f(None, "model", "BatchNorm epsilon (network default)",

@@ -48,15 +48,15 @@ def manual_dir(data_dir: str) -> str:
   return os.path.join(data_dir, "downloads", "manual")
 
 
-def source(data_dir: str) -> Source:
+def source(data_dir: str, prepared) -> Source:
   """The tfds builder of ImageNet in `data_dir`, prepared from the manual download if needed.
 
-  Raises DataError in seconds, naming the folder and the files, when neither the prepared
-  dataset nor ImageNet's tar files are there (tfds cannot download ImageNet itself)."""
+  prepared(builder) says whether tfds has it (tfrewind.data's check, shared with CIFAR). Raises
+  DataError in seconds, naming the folder and the files, when neither the prepared dataset nor
+  ImageNet's tar files are there (tfds cannot download ImageNet itself)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from tfrewind import data as data_lib  # pylint: disable=g-import-not-at-top
   builder = tfds.builder(NAME, data_dir=data_dir)
-  if not data_lib._prepared(builder):  # pylint: disable=protected-access
+  if not prepared(builder):
     manual = manual_dir(data_dir)
     missing = [f for f in MANUAL_FILES if not os.path.isfile(os.path.join(manual, f))]
     if missing:

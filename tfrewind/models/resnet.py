@@ -64,14 +64,15 @@ IMAGENET_DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
 
 
 def imagenet_resnet(depth: int, num_classes: int = 1000, input_shape=(224, 224, 3),
-                    shortcut: str = "projection", zero_init_residual: bool = False,
-                    **options) -> keras.Model:
+                    width: int = 64, shortcut: str = "projection",
+                    zero_init_residual: bool = False, **options) -> keras.Model:
   """ResNet v1.5 for ImageNet as TF's official model (and so the original study's TPU code,
   official/resnet/resnet_model.py): a 7x7 stride-2 stem, a 3x3 max pool, four stages of basic
   (18, 34) or bottleneck (50, ...) blocks, the stride on a bottleneck's 3x3 conv.
 
   Args:
     depth: 18, 34, 50, 101 or 152.
+    width: channels of the stem and the first stage (64; the stages have w, 2w, 4w, 8w).
     shortcut: "projection" (a 1x1 conv + BatchNorm where the shape changes) or
       "projection_all" (in the first block of every stage, as the official model: ResNet-34
       then has one in stage 1 too).
@@ -89,11 +90,12 @@ def imagenet_resnet(depth: int, num_classes: int = 1000, input_shape=(224, 224, 
   o = common.Options(**{"bn_momentum": 0.9, "bn_epsilon": 1e-5, "l2": 1e-4, **options})
   last_bn = o.bn_zero if zero_init_residual else o.bn
   inputs = keras.Input(input_shape)
-  x = o.conv(64, 7, 2, name="stem_conv")(inputs)
+  x = o.conv(width, 7, 2, name="stem_conv")(inputs)
   x = keras.layers.ReLU(name="stem_relu")(o.bn("stem_bn")(x))
   x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
   expansion = 4 if kind == "bottleneck" else 1
-  for stage, (count, filters) in enumerate(zip(blocks, [64, 128, 256, 512])):
+  for stage, (count, filters) in enumerate(zip(blocks, [width, 2 * width, 4 * width,
+                                                        8 * width])):
     for block in range(count):
       stride = 2 if stage > 0 and block == 0 else 1
       name = f"stage{stage + 1}_block{block + 1}"
