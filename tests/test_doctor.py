@@ -61,6 +61,8 @@ def test_a_check_that_fails_is_a_nonzero_exit_and_is_recorded(tmp_path, monkeypa
 
   monkeypatch.setattr(doctor, "speed", speed)
   monkeypatch.setattr(doctor, "input_rate", lambda settings: 1000.0)
+  from tfrewind import imagenet  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(imagenet, "jpeg_rate", lambda: 500.0)
   monkeypatch.setattr(doctor, "cycle", lambda settings, root: [])
   assert doctor.run(str(tmp_path)) == 1
   report = json.load(open(os.path.join(tmp_path, "doctor.json")))

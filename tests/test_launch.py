@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +49,9 @@ def test_shared_budgets_equal_separate_runs_bitwise(tmp_path):
   shared, apart = str(tmp_path / "shared"), str(tmp_path / "apart")
   status, out, _ = cli(BUDGETS + [f"--root={shared}"])
   assert status == 0
+  # the same dense network (its run folder copied: identities are content, not place)
+  dense = glob.glob(os.path.join(shared, "dense_*"))[0]
+  shutil.copytree(dense, os.path.join(apart, os.path.basename(dense)))
   status, out, _ = cli(BUDGETS + [f"--root={apart}", "--noshare_prefixes"])
   assert status == 0
   check_every_run_finished_exactly_once(shared, expected_runs=4)

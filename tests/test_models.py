@@ -12,16 +12,17 @@ from tfrewind.pruning import sparsity
 # (name, expected prunable kernels: convs + 1x1 shortcuts + the final Dense)
 EXPECTED_KERNELS = {"resnet20": 19 + 2 + 1, "resnet56": 55 + 2 + 1, "resnet110": 109 + 2 + 1,
                     "wrn16_8": 13 + 3 + 1, "vgg16": 13 + 1, "vgg19": 16 + 1,
-                    "resnet50": 53 + 1}
+                    "resnet34": 33 + 3 + 1, "resnet50": 53 + 1}
 # Published sizes: ResNet-20 0.27M, ResNet-56 0.85M, ResNet-110 1.7M, WRN-16-8 11.0M, ResNet-50 25.6M.
 EXPECTED_TRAINABLE = {"resnet20": 272474, "resnet56": 855770, "resnet110": 1730714,
-                      "wrn16_8": 10961370, "resnet50": 25557032}
+                      "wrn16_8": 10961370, "resnet34": 21797672, "resnet50": 25557032}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", registry.PRESETS)
 def test_every_preset_builds_is_fully_prunable_and_trains_a_step(name):
-  classes = 1000 if name == "resnet50" else 10
+  imagenet = name in ("resnet34", "resnet50")
+  classes = 1000 if imagenet else 10
   full = build_model(name, num_classes=classes)
   c = counts(full)
   assert c["prunable_layers"] == EXPECTED_KERNELS[name]
@@ -30,7 +31,7 @@ def test_every_preset_builds_is_fully_prunable_and_trains_a_step(name):
   del full
   keras.backend.clear_session()
   # Tiny input so that every preset trains a step quickly.
-  shape = (32, 32, 3) if name == "resnet50" else (16, 16, 3)
+  shape = (32, 32, 3) if imagenet else (16, 16, 3)
   model = tfrewind.prunable(build_model(name, num_classes=classes, input_shape=shape))
   wrapped = len(sparsity.wrappers(model))
   assert wrapped == EXPECTED_KERNELS[name]
@@ -42,7 +43,9 @@ def test_every_preset_builds_is_fully_prunable_and_trains_a_step(name):
   x = np.random.default_rng(0).random((2,) + shape, dtype=np.float32)
   y = np.array([0, 1])
   assert model(x).shape == (2, classes)
-  if name != "resnet110":  # ResNet-20 and -56 train a step of the same family's graph
+  # ResNet-20 and -56 train a step of ResNet-110's family, ResNet-50 of ResNet-34's (which
+  # tests/test_imagenet.py trains through every method)
+  if name not in ("resnet110", "resnet34"):
     assert np.isfinite(model.train_on_batch(x, y))
   tfrewind.prune(model, 0.5)
   assert tfrewind.density(model) == pytest.approx(0.5, abs=1e-4)

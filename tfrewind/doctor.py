@@ -5,7 +5,8 @@
   speed      ResNet-20 and ResNet-56 training it/s at density 0.2, in fp32, mixed precision,
              and mixed precision with XLA, against the reproduction's 59 and 28.6 it/s
              (one RTX 3080, TF 2.4); steps timed inside fit() (bench.StepTimer)
-  input      the input pipeline's images/s against the fastest training images/s
+  input      the input pipeline's images/s against the fastest training images/s, and the
+             ImageNet preprocessing's on ImageNet-sized JPEGs (tfrewind.imagenet.jpeg_rate)
   exact      after the speed runs, in every mode: each pruned weight +0.0 bitwise, and its
              momentum 0 (masks_exact); with two or more GPUs, a MirroredStrategy run whose
              replicas hold identical masks and weights (replicas_identical)
@@ -173,6 +174,8 @@ def run(out: str) -> int:
   report["input_images_per_s"] = round(input_rate(settings), 1)
   fastest = max(s["images_per_s"] for s in report["speed"])
   report["input_vs_training"] = round(report["input_images_per_s"] / fastest, 2)
+  from tfrewind import imagenet  # pylint: disable=g-import-not-at-top
+  report["imagenet_input_images_per_s"] = round(imagenet.jpeg_rate(), 1)
   with tempfile.TemporaryDirectory() as root:
     report["cycle"] = cycle(settings, root)
   report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -203,6 +206,8 @@ def table(report: Dict) -> str:
                  f"{ratio:>12} {'exact' if s['exact'] else 'BROKEN':>7}")
   lines.append(f"input pipeline: {report['input_images_per_s']:,.0f} images/s "
                f"({report['input_vs_training']:.2f}x the fastest training)")
+  lines.append(f"ImageNet input (the original's training crops of 500x375 JPEGs, from memory): "
+               f"{report['imagenet_input_images_per_s']:,.0f} images/s")
   for c in report["cycle"]:
     lines.append(f"cycle {c['method']:<14} density {c['density']:.4f}: test "
                  f"{c['test_accuracy']:.4f} ({c['change_pt']:+.2f} pt vs dense) in "

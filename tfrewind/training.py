@@ -103,6 +103,11 @@ def build(hp: hp_lib.HParams, strategy=None, jit_compile: bool = False,
                   steps_per_execution=steps_per_execution)
     getattr(model.optimizer, "inner_optimizer", model.optimizer).build(
         model.trainable_variables)
+    # The loss and metric containers too: Keras builds them (their variables) inside the first
+    # train step, which makes tf.function trace that step twice (seconds for a ResNet-50).
+    logits = tf.zeros((1,) + tuple(model.output_shape[1:]))
+    model.compiled_loss.build(logits)
+    model.compiled_metrics.build(logits, tf.zeros((1,), tf.int64))
   return model
 
 
