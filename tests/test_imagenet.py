@@ -69,6 +69,7 @@ def test_the_lr_of_every_checked_step_is_the_tpu_codes_bit_for_bit():
   assert (lr[100091], lr[100092]) == (np.float32(0.004), np.float32(0.0004))
 
 
+@pytest.mark.slow
 def test_imagenet_resnets_are_the_originals_with_pinned_counts():
   hp = hparams.HParams(model="resnet34", dataset="imagenet2012", protocol="renda_tpu_code")
   options = hp.model_overrides()

@@ -150,6 +150,7 @@ def test_slots_and_stage_lines(capsys):
   assert status == 0 and len(out.splitlines()) == 2 * 3 * 6
 
 
+@pytest.mark.slow
 def test_slurm_two_arrays_holds_the_branches_until_the_dense_array_succeeds(tmp_path):
   """launch/slurm_two_arrays.sh with a stand-in sbatch: the dense array, then the branches'
   with --dependency=afterok on its job id, each over its own jobs file."""

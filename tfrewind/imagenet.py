@@ -81,7 +81,8 @@ def _normalize(image):
 def _resize(image, size):
   # tf.image.resize_bicubic of TF 1 (no half-pixel centres), as the original: TF 2's resize
   # samples other points.
-  return tf.compat.v1.image.resize_bicubic(image[None], [size, size])[0]
+  return tf.raw_ops.ResizeBicubic(images=image[None], size=[size, size], align_corners=False,
+                                  half_pixel_centers=False)[0]
 
 
 def center_crop(image_bytes, size: int = IMAGE_SIZE):
