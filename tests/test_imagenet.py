@@ -108,6 +108,8 @@ def test_missing_manual_download_is_one_line_in_seconds_and_no_run_folder(tmp_pa
   status, _, err = cli(["run", "--dataset=imagenet2012", "--validation", f"--root={root}"],
                        capsys)
   assert status == 2 and "leave it out" in err
+  status, _, err = cli(["run", "--dataset=cifar10", "--image_size=64", f"--root={root}"], capsys)
+  assert status == 2 and "--image_size sets ImageNet's crops" in err
 
 
 def test_pipeline_crops_as_the_original_and_is_a_pure_function_of_the_seed(tmp_path):

@@ -232,6 +232,9 @@ class HParams:
     if self.dataset not in names.DATASETS:
       raise ConfigError(f"unknown --dataset={self.dataset!r}: choose one of "
                        f"{', '.join(names.DATASETS)}")
+    if self.image_size is not None and not names.DATASETS[self.dataset].streamed:
+      raise ConfigError(f"--image_size sets ImageNet's crops; {self.dataset}'s images are "
+                        f"{names.DATASETS[self.dataset].image_shape[0]} pixels: leave it out")
     if self.validation and names.DATASETS[self.dataset].streamed:
       raise ConfigError(f"--validation holds out 2,000 CIFAR test images; {self.dataset} "
                         f"evaluates on ILSVRC's 50,000 validation images: leave it out")
