@@ -347,6 +347,8 @@ def test_controls_random_pruning_and_reinit_with_flops_and_size_in_results(tmp_p
   pruned = [r for r in res.values() if r["kind"] == "prune"]
   assert all(r["flops_speedup"] > 1 and r["compression"] == pytest.approx(5, rel=1e-3)
              for r in pruned)
+  # unstructured: a theoretical count (only sparse kernels skip the zeros)
+  assert all(r["macs_count"] == "sparse" and r["flops_theoretical"] for r in pruned)
   assert len({json.dumps(r["layer_densities"], sort_keys=True) for r in pruned}) >= 2
   report = str(tmp_path / "report")
   assert cli(["report", f"--root={root}", f"--out={report}"], capsys)[0] == 0

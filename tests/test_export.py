@@ -29,6 +29,7 @@ def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
                      if r["kind"] == "prune" and "lr_rewind" in n]
   assert result["slim_parameters"] < result["parameters"]
   assert result["flops_speedup"] > 1
+  assert result["macs_count"] == "slim" and result["flops_theoretical"] is False
   run = os.path.join(root, name)
   out = str(tmp_path / "exported")
   status, stdout, err = cli(["export", f"--run={run}", f"--out={out}"], capsys)

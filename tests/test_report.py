@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfrewind.report import aggregate, reference
+from tfrewind.report import figures, aggregate, reference
 from tfrewind.report import cli as report_cli
 
 
@@ -61,6 +61,26 @@ def test_aggregation_is_exact(root):
   assert ft["dense_median"] == 0.93 and ft["change_pt"] == pytest.approx(-2.0)
   assert ft["compression"] == pytest.approx(1 / 0.1074) and ft["seeds"] == "1,2,3"
   assert table.loc["lr_rewind", "change_pt"] == pytest.approx(1.0)
+
+
+def test_the_macs_axis_says_whether_its_count_is_theoretical(root):
+  """result.json's macs_count reaches the table and names the speed-up axis: a slim network's
+  MACs (channel structures) or a theoretical count (unstructured, N:M)."""
+  for name in os.listdir(root):
+    path = os.path.join(root, name, "result.json")
+    if name.startswith("lr_rewind") and os.path.exists(path):
+      result = json.load(open(path))
+      json.dump({**result, "macs_count": "sparse", "flops_theoretical": True}, open(path, "w"))
+  runs, _, _ = aggregate.collect(root)
+  table = aggregate.summarize(runs).set_index("method")
+  assert table.loc["lr_rewind", "macs_count"] == "sparse"
+  assert table.loc["finetune", "macs_count"] == ""  # written before the count was recorded
+  sparse = table.loc[["lr_rewind"]].reset_index()
+  assert "theoretical: sparse kernels" in figures.speedup_label(sparse)
+  sparse["macs_count"] = "slim"
+  assert "the slim network's MACs" in figures.speedup_label(sparse)
+  sparse["macs_count"] = "slim,sparse"
+  assert "theoretical where unstructured or N:M" in figures.speedup_label(sparse)
 
 
 def test_selection_rule_picks_the_budget_with_best_median_validation():

@@ -29,7 +29,7 @@ def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle, pruned: bool = T
   result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
                 flops_speedup=macs["speedup"], compression=1.0 / density if density else None,
                 # "slim": what the slim network computes; "sparse": theoretical (sparse kernels)
-                macs_count=macs["count"],
+                macs_count=macs["count"], flops_theoretical=macs["count"] == "sparse",
                 **saved_size(stripped))
   if pruned and sparsity.silences_channels(hp.structure):
     result["parameters"] = int(stripped.count_params())

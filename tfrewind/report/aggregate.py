@@ -94,6 +94,9 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
                retrain_epochs=meta.get("steps", 0) / meta.get("epoch_steps", 1),
                total_steps=meta.get("total_steps"),
                flops_speedup=result.get("flops_speedup"),
+               # how the MACs were counted: "slim" (what the slim network computes) or
+               # "sparse" (theoretical: only sparse kernels skip the zeros); older runs: unknown
+               macs_count=result.get("macs_count"),
                stripped_gzip_bytes=result.get("stripped_gzip_bytes"))
     rows.append(row)
   runs = pd.DataFrame(rows)
@@ -149,6 +152,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                seeds=",".join(str(x) for x in sorted(group["seed"])),
                flops_speedup=float(group["flops_speedup"].median())
                if group["flops_speedup"].notna().any() else np.nan,
+               macs_count=",".join(sorted(set(group["macs_count"].dropna())))
+               if "macs_count" in group else "",
                dense_median=dense["median"] if dense else np.nan)
     row["change_pt"] = 100 * (row["median"] - row["dense_median"])
     # The figures' bars: min-max over trials, as the published curves beside them

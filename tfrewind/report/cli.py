@@ -16,7 +16,7 @@ from tfrewind.store import atomic_write
 
 COLUMNS = ["network", "dataset", "structure", "schedule", "protocol", "method", "density",
            "compression",
-           "flops_speedup",
+           "flops_speedup", "macs_count",
            "retrain_epochs", "total_steps", "trials", "seeds", "median", "low80", "high80", "min", "max",
            "dense_median", "change_pt", "published_median", "published_change_pt",
            "diff_vs_published_pt"]
@@ -116,7 +116,8 @@ def main(root: str, out: str, reference_only: bool = False, metric: str = "final
            f"![]({os.path.basename(stem)}_speedup.png)",
            "", _md_table(group, ["method", "density", "compression", "total_steps", "trials",
                                  "median", "low80",
-                                 "high80", "min", "max", "change_pt", "flops_speedup", "published_change_pt",
+                                 "high80", "min", "max", "change_pt", "flops_speedup", "macs_count",
+                                 "published_change_pt",
                                  "diff_vs_published_pt"]), ""]
   for folder in sorted(glob.glob(os.path.join(root, "*", "barriers.csv"))):
     md += _stability_section(os.path.dirname(folder), out)

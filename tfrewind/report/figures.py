@@ -80,6 +80,18 @@ def _line(ax, table, method, dashed, suffix, x="compression"):
               alpha=0.6 if dashed else 1.0, label=f"{label} {suffix}")
 
 
+def speedup_label(table) -> str:
+  """The MACs axis, named by how its runs counted them (result.json's macs_count): the slim
+  network's MACs (channel structures: what really runs) or a theoretical count (unstructured,
+  N:M: only sparse kernels skip the zeros)."""
+  counts = set() if table is None or "macs_count" not in table else {
+      c for v in table["macs_count"].dropna() for c in str(v).split(",") if c}
+  kind = {frozenset({"slim"}): "the slim network's MACs",
+          frozenset({"sparse"}): "theoretical: sparse kernels"}.get(
+              frozenset(counts), "theoretical where unstructured or N:M, slim where channels")
+  return f"MACs speed-up (dense / pruned MACs; {kind}), log scale"
+
+
 def draw(title, ours, theirs, out_stem, points=None, x="compression"):
   """Writes out_stem.png and out_stem.svg; `ours`/`theirs` are summary tables or None.
 
@@ -103,7 +115,7 @@ def draw(title, ours, theirs, out_stem, points=None, x="compression"):
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.axhline(0, color="black", linewidth=0.6)
   ax.set_xlabel("compression ratio (prunable weights / remaining), log scale"
-                if x == "compression" else "theoretical speedup (dense / pruned MACs), log scale")
+                if x == "compression" else speedup_label(ours))
   ax.set_ylabel("test accuracy change vs dense (points)")
   ax.set_title(title)
   ax.text(0.99, 0.01, "median over trials; bars: min-max", transform=ax.transAxes,
