@@ -87,7 +87,8 @@ def execute(tasks: Sequence[Task], gpu_slots: Sequence[Optional[str]], out: Text
   handlers = {s: signal.signal(s, lambda signum, _: stop.append(signum))
               for s in (signal.SIGTERM, signal.SIGINT)}
   where = lambda g: "the CPU" if g is None else f"GPU {g}"  # noqa: E731
-  say(f"{total} lines on {len(gpu_slots)} slots ({', '.join(sorted({where(g) for g in gpu_slots}))})"
+  places = ", ".join(sorted({where(g) for g in gpu_slots}))
+  say(f"{total} lines on {len(gpu_slots)} slots ({places})"
       + (f"; {before} finished before" if before else ""))
   t0 = clock()
   try:

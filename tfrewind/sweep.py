@@ -213,7 +213,8 @@ def check_densities(runs: Sequence[hp_lib.HParams]) -> None:
     try:
       net = sparsity.prunable(registry.build_model(
           model, num_classes=names.num_classes(dataset),
-          input_shape=names.image_shape(dataset, image_size), **dict(overrides)), structure="channel" if channels else "unstructured")
+          input_shape=names.image_shape(dataset, image_size), **dict(overrides)),
+          structure="channel" if channels else "unstructured")
     except ValueError as e:
       raise ConfigError(f"--model={model}: {e}") from None
     try:
