@@ -272,21 +272,20 @@ def test_two_sweep_print_lines_on_one_root_train_the_dense_network_once(
   lines = [shlex.split(l)[1:] for l in out.splitlines()]
   assert status == 0 and len(lines) == 3
   assert all(l[0] == "run" and "--snapshot_steps=10" in l for l in lines)
-  # The first two start together, on one root, and train the dense network once (as two
-  # processes on one root must): lr_rewind beside finetune, then weight rewinding. Every order
-  # of lines, run by the local executor: tests/test_launch.py; a kill -9 mid-training and its
-  # resume: tests/test_preemption.py.
-  for i, order in enumerate([(2, 0, 1)]):
-    root = str(tmp_path / f"order{i}")
-    jobs = [[a.replace("ROOT", root) for a in lines[j]] for j in order]
-    first, second = (spawn(j, cwd=tmp_path) for j in jobs[:2])  # concurrent
-    outs = [p.communicate(timeout=400)[0] for p in (first, second)]
-    third = spawn(jobs[2], cwd=tmp_path)
-    outs.append(third.communicate(timeout=400)[0])
-    assert [p.returncode for p in (first, second, third)] == [0, 0, 0], (order, outs)
-    assert len(results(root)) == 4, order
-    dense = [l for n, ls in ledger(root).items() if n.startswith("dense") for l in ls]
-    assert [l["phase"] for l in dense] == ["dense", "finished"], order  # once, no replay
+  # Weight and LR rewinding start together, on one root, and train the dense network once (as
+  # two processes on one root must); whichever waits on the lock finds the rewind point (step
+  # 10) saved while the dense network trained: no replay. Every line and order, run by the local
+  # executor: tests/test_launch.py; a kill -9 mid-training and its resume:
+  # tests/test_preemption.py.
+  root = str(tmp_path / "runs")
+  jobs = [[a.replace("ROOT", root) for a in lines[j]] for j in (1, 2)]
+  assert "--method=weight_rewind" in jobs[0] and "--method=lr_rewind" in jobs[1]
+  procs = [spawn(j, cwd=tmp_path) for j in jobs]  # concurrent
+  outs = [p.communicate(timeout=400)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  assert len(results(root)) == 3
+  dense = [l for n, ls in ledger(root).items() if n.startswith("dense") for l in ls]
+  assert [l["phase"] for l in dense] == ["dense", "finished"]  # once, no replay
   # Lines without --snapshot_steps (an older jobs.txt) replay the dense trunk to K when a
   # weight-rewinding line comes after the dense run: test_faults checks that path and its log.
 
