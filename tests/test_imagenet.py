@@ -143,7 +143,7 @@ def test_pipeline_crops_as_the_original_and_is_a_pure_function_of_the_seed(tmp_p
 
 
 @pytest.mark.slow
-def test_resnet50_and_resnet34_run_every_method_through_the_imagenet_pipeline(tmp_path, capsys):
+def test_resnet50_and_resnet34_retrain_through_the_imagenet_pipeline(tmp_path, capsys):
   """A few steps of each (width 8 and 32x32 crops, to stay small): ResNet-50 one-shot by
   fine-tuning, weight and LR rewinding; Renda's ResNet-34-A at level 2 by weight rewinding
   with the fine-tuning LR, landing on the released density of that level (the report's axis;
