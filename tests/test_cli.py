@@ -213,6 +213,9 @@ BAD = [
     (["--structure=channel", "--channel_count=filters"], "channel_count"),
     (["--structure=channel", "--classifier=columns"], "classifier"),
     (["--levels=1,x", "--structure=structured_a", "--model=resnet56"], "levels"),
+    (["--structure=channel_group_mean", "--scope=layerwise"], "one global threshold"),
+    (["--structure=n_m", "--schedule=iterative"], "prunes once, to N of every M"),
+    (["--structure=n_m", "--n_m=4:2"], "0 < N < M"),
 ]
 
 

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 import tf_keras as keras
 from tfrewind import export as export_lib
+from tfrewind import macs
+from tfrewind.pruning import slim, sparsity
 
 from clitools import QUICK, SMALL, cli, ledger, results
 
@@ -19,14 +21,32 @@ from clitools import QUICK, SMALL, cli, ledger, results
 def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
   root = str(tmp_path / "runs")
   base = ["run", f"--flagfile={QUICK}", f"--root={root}", *SMALL, "--densities=0.5"]
-  assert cli(base + ["--methods=finetune"], capsys)[0] == 0  # unstructured, trains the dense run
+  # Every method retrains coupled channel groups and 2:4 sparsity (the first trains the dense
+  # run); what a run counts is what its slim network computes, or the theoretical sparse count.
+  every = ["--methods=finetune,weight_rewind,lr_rewind"]
+  assert cli(base + every + ["--structure=channel_group"], capsys)[0] == 0
   dense = {n: lines for n, lines in ledger(root).items() if n.startswith("dense_")}
+  assert cli(base + every + ["--structure=n_m", "--n_m=2:4"], capsys)[0] == 0
+  for name in results(root):
+    model, hp, result = export_lib.load_run(os.path.join(root, name)) if "prune" in name else (
+        None, None, None)
+    if hp is not None and hp.structure == "n_m":  # 4 weights along the inputs keep 2
+      assert result["macs_count"] == "sparse" and result["flops_theoretical"] is True
+      for mask in sparsity.get_masks(model).values():
+        if mask.shape[-2] % 4 == 0:
+          assert (np.moveaxis(mask, -2, -1).reshape(-1, 4).sum(axis=1) == 2).all(), name
+    elif hp is not None:
+      assert result["macs_count"] == "slim" and result["flops_theoretical"] is False
+      assert result["pruned_macs"] == macs.flops(slim.slim(model))["dense_macs"], name
+      assert result["pruned_macs"] < result["dense_macs"], name
+  assert len(results(root)) == 7
   status, _, err = cli(base + ["--structure=channel", "--methods=lr_rewind"], capsys)
   assert status == 0, err
-  # One dense network (its checkpoint) serves the unstructured and the channel branch.
+  # One dense network (its checkpoint) serves every branch.
   assert {n: lines for n, lines in ledger(root).items() if n.startswith("dense_")} == dense
-  (name, result), = [(n, r) for n, r in results(root).items()
-                     if r["kind"] == "prune" and "lr_rewind" in n]
+  (name, result), = [(n, r) for n, r in results(root).items() if r["kind"] == "prune" and
+                     json.load(open(os.path.join(root, n, "hparams.json")))["hparams"][
+                         "structure"] == "channel"]
   assert result["slim_parameters"] < result["parameters"]
   assert result["flops_speedup"] > 1
   assert result["macs_count"] == "slim" and result["flops_theoretical"] is False
@@ -92,3 +112,4 @@ def test_export_of_an_unfinished_run_says_so(tmp_path, capsys):
   assert status == 2 and "not finished" in err
   status, _, err = cli(["export", f"--out={tmp_path / 'out'}"], capsys)
   assert status == 2 and "--run" in err
+

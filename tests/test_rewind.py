@@ -84,7 +84,7 @@ def test_channel_weight_rewinding_restores_batchnorm_of_kept_channels_and_silenc
   model, _, probe = _run("weight_rewind", schedule, probe_steps=(K, r2), structure="channel",
                          scope="layerwise")
   at_k, after = probe.at[K]["weights"], probe.at[r2]["weights"]
-  for norm, wrapper in sparsity.channel_norms(model):
+  for norm, (wrapper,) in sparsity.channel_norms(model):
     m = probe.at[r2]["masks"][f"{wrapper.layer.name}/kernel:0"]
     alive = m.reshape(-1, m.shape[-1]).max(0) > 0
     assert alive.sum() == m.shape[-1] // 4  # two rounds of 0.5, per layer

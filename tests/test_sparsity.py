@@ -115,7 +115,7 @@ def test_channel_pruning_silences_the_batchnorm_after_the_conv_through_training(
   x = np.random.default_rng(1).random((4, 8, 8, 3), dtype=np.float32)
   before = base(x, training=False).numpy()
   model = compile_sgd(tfrewind.prunable(base, structure="channel"))
-  norms = {n.name: w.layer.name for n, w in sparsity.channel_norms(model)}
+  norms = {n.name: w.layer.name for n, (w,) in sparsity.channel_norms(model)}
   assert norms == {"stem_bn": "stem", "block_bn": "block_conv"}
   # Same weights and outputs as the plain network until something is pruned.
   assert model(x, training=False).numpy().tobytes() == before.tobytes()
@@ -158,7 +158,7 @@ def test_channel_norm_stays_silent_under_mixed_precision_and_mirrored_strategy(s
     model.fit(dataset(), epochs=1, steps_per_epoch=2, verbose=0)
     tfrewind.prune(model, 0.5, scope="layerwise", structure="channel")
     model.fit(dataset(), epochs=1, steps_per_epoch=3, verbose=0)
-    for norm, wrapper in sparsity.channel_norms(model):
+    for norm, (wrapper,) in sparsity.channel_norms(model):
       m = wrapper.pruning_vars[0][1].numpy()
       dead = m.reshape(-1, m.shape[-1]).max(0) == 0
       assert dead.sum() == m.shape[-1] // 2
@@ -182,7 +182,7 @@ def test_dense_checkpoint_serves_unstructured_and_channel_models(tmp_path):
   channel.save(str(tmp_path / "m.keras"))
   loaded = tfrewind.prunable(keras.models.load_model(str(tmp_path / "m.keras")),
                              structure="channel")
-  assert all(n._source_mask is not None for n, _ in sparsity.channel_norms(loaded))  # pylint: disable=protected-access
+  assert all(n._source_masks is not None for n, _ in sparsity.channel_norms(loaded))  # pylint: disable=protected-access
 
 
 def test_nothing_to_prune_and_subclassed_models_raise():

@@ -8,12 +8,14 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_uti
 import tf_keras as keras
 import tfrewind
 from tfrewind.errors import ConfigError
+from tfrewind.pruning import channels
 from tfrewind.pruning import masks as masks_lib
 from tfrewind.pruning import sparsity
 
 
 @pytest.mark.parametrize("name,structure,prune", [
     ("resnet20", "channel", dict(density=0.5)),
+    ("resnet20", "channel_group_mean", dict(density=0.5)),
     pytest.param("resnet56", "structured_b", dict(density=1.0, level=2),
                  marks=pytest.mark.slow)])
 def test_flops_of_a_channel_prune_are_the_macs_its_slim_network_computes(name, structure, prune):
@@ -113,19 +115,28 @@ def test_target_macs_channel_is_the_closest_threshold():
   assert best <= 0.02 * dense
 
 
-def _group_model(name, **kw):
+def _group_model(name, structure="channel_group", **kw):
   keras.utils.set_random_seed(4)
-  return tfrewind.prunable(tfrewind.build_model(name, **kw), structure="channel_group")
+  return tfrewind.prunable(tfrewind.build_model(name, **kw), structure=structure)
 
 
 def _user_model():
+  """A residual Add, then Inception's and DenseNet's joins: branches concatenated and read
+  by a conv, and a concatenation normalised by one BatchNorm across its parts."""
   inputs = keras.Input((8, 8, 3))
   x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
   x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="a_bn")(x))
   y = keras.layers.Conv2D(8, 3, padding="same", name="b")(x)
   y = keras.layers.BatchNormalization(name="b_bn")(y)
   x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
-  x = keras.layers.Conv2D(12, 1, name="c")(x)
+  branches = [keras.layers.ReLU()(keras.layers.BatchNormalization(name=f"{n}_bn")(
+      keras.layers.Conv2D(w, k, padding="same", name=n)(x))) for n, w, k in (("p", 6, 1),
+                                                                             ("q", 10, 3))]
+  joined = keras.layers.Concatenate(name="inception_join")(branches)
+  z = keras.layers.Conv2D(12, 1, name="c")(joined)
+  dense = keras.layers.Concatenate(name="dense_join")([x, z])  # DenseNet: features so far
+  dense = keras.layers.ReLU()(keras.layers.BatchNormalization(name="dense_bn")(dense))
+  x = keras.layers.Conv2D(9, 1, name="d")(dense)
   x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
   return keras.Model(inputs, keras.layers.Dense(5, name="out")(x))
 
@@ -175,6 +186,46 @@ def test_a_residual_stage_channel_goes_from_every_writer_and_reader_at_once():
   assert removed > 0
   last = ~masks["stage3_block1_shortcut/kernel:0"].reshape(-1, 64).any(axis=0)
   assert np.array_equal(~masks["logits/kernel:0"].any(axis=1), last)  # the classifier's rows
+
+
+def test_a_concatenate_lays_its_groups_side_by_side():
+  keras.utils.set_random_seed(4)
+  model = tfrewind.prunable(_user_model(), structure="channel_group")
+  found = {tuple(g.writers): g for g in channels.groups(model) if g.prunable}
+  assert found[("p",)].readers == [("c", 0)] and found[("q",)].readers == [("c", 6)]
+  assert found[("c",)].readers == [("d", 8)] and found[("c",)].norms == [("dense_bn", 8)]
+  assert ("d", 0) in found[("a", "b")].readers and ("dense_bn", 0) in found[("a", "b")].norms
+  # One BatchNorm over two groups follows a writer of each, in channel order.
+  assert {l.name: l.source for l in model.layers if hasattr(l, "source")}["dense_bn"] == "a,c"
+  tfrewind.prune(model, 0.3, structure="channel_group")
+  masks = sparsity.get_masks(model)
+  plan = channels.plan(model)
+  for writer, reader, offset in (("p", "c", 0), ("q", "c", 6), ("c", "d", 8)):
+    dead = ~masks[f"{writer}/kernel:0"].reshape(-1, masks[f"{writer}/kernel:0"].shape[-1]).any(0)
+    rows = ~masks[f"{reader}/kernel:0"].any(axis=(0, 1, 3))[offset:offset + dead.size]
+    assert np.array_equal(rows, dead), writer
+    assert np.array_equal(plan.inputs[reader][offset:offset + dead.size], ~dead), writer
+  assert not plan.inputs["c"].all() and not plan.norms["dense_bn"].all()
+  small = tfrewind.slim(model)
+  x = np.random.default_rng(2).normal(size=(4, 8, 8, 3)).astype(np.float32)
+  want = model(x, training=False).numpy()
+  assert np.abs(small(x, training=False).numpy() - want).max() <= 1e-5 * max(
+      1.0, np.abs(want).max())
+  assert tfrewind.flops(model)["pruned_macs"] == tfrewind.flops(small)["dense_macs"]
+
+
+def test_channel_group_mean_keeps_a_like_share_of_every_stage_where_raw_scores_empty_one():
+  kept = {}
+  for structure in ("channel_group", "channel_group_mean"):
+    model = _group_model("resnet20", structure)
+    tfrewind.prune(model, 0.25, structure=structure)
+    plan = channels.plan(model)
+    stages = [g for g in channels.groups(model) if len(g.writers) > 1]
+    kept[structure] = [plan.outputs[g.writers[0]].sum() / g.width for g in stages]
+  # He-initialised deep stages score lower: one raw threshold leaves stage 3 one channel.
+  assert kept["channel_group"][2] == 1 / 64 and kept["channel_group"][0] == 1.0
+  assert max(kept["channel_group_mean"]) - min(kept["channel_group_mean"]) <= 0.15
+  assert min(kept["channel_group_mean"]) >= 0.3
 
 
 def test_channel_group_names_a_layer_it_cannot_group():

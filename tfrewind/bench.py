@@ -158,46 +158,76 @@ def checkpoint_seconds(name="resnet20", repeats=3):
 
 
 def inference_speedups(names=("resnet20", "resnet56"), densities=(0.5, 0.25), batch=128,
-                       repeats=4, seconds=0.5, structures=("channel", "channel_group", "n_m")):
+                       repeats=4, seconds=0.5,
+                       structures=("channel", "channel_group", "channel_group_mean", "n_m")):
   """Inference images/s of pruned networks, masked against what they deploy as, interleaved.
 
   channel: every conv keeps `density` of its output channels (layerwise), so that each
   layer's width is what the density says; slim removes what it can. channel_group: the
-  coupled groups pruned to the MACs fraction that channel reached (--target=macs), so the two
-  compare at equal MACs. n_m: 2:4 (density unused), against its stripped model: the same
-  shapes, whose zeros only sparse kernels could skip. Rows: (network, structure, density,
-  masked, deployed images/s, speed-up, MACs ratio, parameters deployed, parameters).
+  coupled groups pruned to `density` of the kernel weights (its --density), and again to the
+  MACs fraction that channel reached (--target=macs, the row "group@ch MACs"), so that the
+  two compare at equal MACs. channel_group_mean: the normalised groups at `density`. n_m: 2:4
+  (density unused), against its stripped model: the same shapes, whose zeros only sparse
+  kernels could skip. Rows: (network, structure, density, masked, deployed images/s,
+  speed-up, MACs ratio, parameters deployed, parameters, kept channels of each residual
+  stage: the groups that several convs write).
   """
+  from tfrewind.pruning import channels  # pylint: disable=g-import-not-at-top
   from tfrewind.pruning import slim as slim_lib  # pylint: disable=g-import-not-at-top
   from tfrewind.pruning import target as target_lib  # pylint: disable=g-import-not-at-top
   from tfrewind.pruning.spec import PruneSpec  # pylint: disable=g-import-not-at-top
   rows = []
   x = tf.random.stateless_normal([batch, 32, 32, 3], seed=[0, 0])
+  variants = [(s, None) for s in structures]
+  if "channel" in structures and "channel_group" in structures:
+    variants.insert(structures.index("channel_group") + 1, ("channel_group", "macs"))
   for name in names:
     reached = {}
-    for structure in structures:
+    for structure, target in variants:
       keras.backend.clear_session()
       keras.utils.set_random_seed(0)  # the same network, so the same channels, in every run
       masked = sparsity.prunable(registry.build_model(name, input_shape=(32, 32, 3)),
                                  structure=structure)
+      stages = [g for g in channels.groups(masked, strict=False) if len(g.writers) > 1]
       for density in (densities if structure != "n_m" else (0.5,)):
         if structure == "channel":
           sparsity.prune(masked, density, scope="layerwise", structure="channel")
-        elif structure == "channel_group":
+        elif target:
           target_lib.prune(masked, reached[density], PruneSpec(structure=structure,
                                                                target="macs"))
         else:
-          sparsity.prune(masked, 0.5, structure="n_m")
+          sparsity.prune(masked, 0.5 if structure == "n_m" else density, structure=structure)
         small = slim_lib.slim(masked) if structure != "n_m" else sparsity.strip(masked)
-        per = _interleaved({"masked": tf.function(lambda t, m=masked: m(t, training=False)),
-                            "slim": tf.function(lambda t, m=small: m(t, training=False))},
+        # autograph=False: a lambda's source cannot be parsed back (a warning per row).
+        per = _interleaved({k: tf.function(lambda t, m=m: m(t, training=False), autograph=False)
+                            for k, m in (("masked", masked), ("slim", small))},
                            x, repeats, seconds)
         counts = flops_lib.flops(masked)
-        reached[density] = counts["pruned_macs"] / counts["dense_macs"]
-        rows.append((name, structure, density, batch * per["masked"], batch * per["slim"],
-                     per["slim"] / per["masked"], counts["dense_macs"] / counts["pruned_macs"],
-                     small.count_params(), sparsity.strip(masked).count_params()))
+        if structure == "channel":
+          reached[density] = counts["pruned_macs"] / counts["dense_macs"]
+        plan = channels.plan(masked)
+        widths = "/".join(str(int(plan.outputs[g.writers[0]].sum())) for g in stages)
+        rows.append((name, "group@ch MACs" if target else structure, density,
+                     batch * per["masked"], batch * per["slim"], per["slim"] / per["masked"],
+                     counts["dense_macs"] / counts["pruned_macs"], small.count_params(),
+                     sparsity.strip(masked).count_params(), widths))
   return rows
+
+
+_conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
+
+
+def conv_rates(widths=(64, 32, 16, 8), batch=128, size=32, repeats=4, seconds=0.3):
+  """{width: GMAC/s} of one 3x3 conv, width -> width channels, on batch x size x size: how
+  fast this machine runs the thin layers that pruning leaves, against wide ones."""
+  fns, macs = {}, {}
+  x = {w: tf.random.stateless_normal([batch, size, size, w], seed=[0, w]) for w in widths}
+  k = {w: tf.random.stateless_normal([3, 3, w, w], seed=[1, w]) for w in widths}
+  for w in widths:
+    fns[w] = lambda _, w=w: _conv(x[w], k[w])
+    macs[w] = batch * size * size * 9 * w * w
+  per = _interleaved(fns, None, repeats, seconds)
+  return {w: per[w] * macs[w] / 1e9 for w in widths}
 
 
 def _interleaved(fns, x, repeats, seconds):
@@ -309,14 +339,20 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=6, batch=1
             f"-> at most {statistics.median(bound):.0f} images/s; dense training reaches "
             f"{_summary([100 * x for x in share], 0)} % of that bound (min median max)")
   print(f"inference, batch {full_batch}, masked vs deployed (slim; n_m: stripped) interleaved; "
-        "images/s from the median call; channel: density per conv (layerwise), channel_group: "
-        "the same MACs; MACs: dense / pruned (n_m: the sparse count)")
-  print(f"{'network':<10} {'structure':<14} {'density':>7} {'masked':>9} {'deployed':>9} "
-        f"{'speedup':>8} {'MACs':>6} {'of MACs':>8} {'parameters':>21}")
-  for name, structure, d, m, s, speedup, theory, p_slim, p_all in inference_speedups(
+        "images/s from the median call; channel: density per conv (layerwise), "
+        "channel_group(_mean): of the kernel weights, group@ch MACs: channel_group at "
+        "channel's MACs; MACs: dense / pruned (n_m: the sparse count); stage widths: kept "
+        "channels of each residual stage")
+  print(f"{'network':<10} {'structure':<18} {'density':>7} {'masked':>9} {'deployed':>9} "
+        f"{'speedup':>8} {'MACs':>6} {'of MACs':>8} {'parameters':>21}  stage widths")
+  for name, structure, d, m, s, speedup, theory, p_slim, p_all, widths in inference_speedups(
       inference, batch=full_batch, repeats=repeats):
-    print(f"{name:<10} {structure:<14} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x "
-          f"{theory:>5.2f}x {speedup / theory:>8.2f} {p_all:>10,} -> {p_slim:>8,}")
+    print(f"{name:<10} {structure:<18} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x "
+          f"{theory:>5.2f}x {speedup / theory:>8.2f} {p_all:>10,} -> {p_slim:>8,}  {widths}")
+  if inference:
+    rates = conv_rates(batch=full_batch, repeats=repeats)
+    print(f"one 3x3 conv at 32x32, batch {full_batch}, w -> w channels: " + ", ".join(
+        f"w={w} {r:.1f}" for w, r in rates.items()) + " GMAC/s (thin layers run slower per MAC)")
   cycle = quickstart_cycle() if quickstart else None
   if cycle:
     wall, inside, steps = cycle

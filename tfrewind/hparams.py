@@ -266,10 +266,8 @@ class HParams:
       registries.control(self.control)
     if self.target == "macs" and (self.by_level or registries.structure(self.structure).density):
       raise ConfigError(f"--target=macs sets a density: --structure={self.structure} sets its own")
-    if self.structure == "n_m":
-      masks_lib.parse_n_m(self.n_m)
-      if self.schedule != "one_shot":
-        raise ConfigError("--structure=n_m prunes once, to N of every M: use --schedule=one_shot")
+    if registries.structure(self.structure).check is not None:
+      registries.structure(self.structure).check(self)
     if self.keep_dense is not None:
       masks_lib.keep_dense_pattern(self.keep_dense)
     check = registries.schedule(self.schedule).check

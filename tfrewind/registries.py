@@ -28,6 +28,9 @@ class Structure:
   by_level: pruned by --level (a fixed per-layer rule), not to a --density.
   silences_channels: removes whole output channels, so the BatchNorm after a pruned
     conv follows its mask (tfrewind.prunable(..., structure=...) builds ChannelNorms).
+  groups: prunes coupled channel groups (tfrewind.pruning.groups), each channel scored by
+    its members' mean score: "raw" as it is, "mean" divided by the mean of its group's
+    channels (Torch-Pruning's normalizer="mean": every group loses a like share).
   masks: for a user's structure, `fn(weights, density, masks, scope, seed) -> masks`
     (NumPy kernels in, 0/1 float32 masks of the same shapes out, a subset of `masks`);
     the built-in ones are computed by tfrewind.pruning.masks.
@@ -39,7 +42,10 @@ class Structure:
   counts: str = "kernel weights"
   by_level: bool = False
   silences_channels: bool = False
+  groups: Optional[str] = None
   masks: Optional[Callable[..., List[np.ndarray]]] = None
+  # `fn(hp)` raising ConfigError for settings it cannot prune with (before any training).
+  check: Optional[Callable[..., None]] = None
   # Its own rule sets the density (`fn(hp) -> density`, N:M's N/M): --density is not read.
   density: Optional[Callable[..., float]] = None
 
@@ -209,9 +215,32 @@ def schedule(name: str) -> Schedule:
   return SCHEDULES[name]
 
 
+def parse_n_m(text: str) -> Tuple[int, int]:
+  """'2:4' -> (2, 4): keep N of every M (ConfigError unless 0 < N < M)."""
+  try:
+    n, m = (int(p) for p in str(text).split(":"))
+  except ValueError:
+    raise ConfigError(f"--n_m={text!r} is not N:M: write e.g. 2:4") from None
+  if not 0 < n < m:
+    raise ConfigError(f"--n_m={text!r}: keep N of every M with 0 < N < M, e.g. 2:4")
+  return n, m
+
+
 def _n_over_m(text: str) -> float:
-  n, m = (int(p) for p in str(text).split(":"))
+  n, m = parse_n_m(text)
   return n / m
+
+
+def _check_n_m(hp) -> None:
+  parse_n_m(hp.n_m)
+  if hp.schedule != "one_shot":
+    raise ConfigError("--structure=n_m prunes once, to N of every M: use --schedule=one_shot")
+
+
+def _check_groups(hp) -> None:
+  if hp.scope != "global":
+    raise ConfigError(f"--structure={hp.structure} prunes under one global threshold: use "
+                      "--scope=global")
 
 
 def help_text(table: Dict) -> str:
@@ -237,13 +266,18 @@ for _entry in (
               "every writer and reader at once (and its BatchNorms), so that slim removes it; "
               "groups scored by the mean |w| of their members, one global threshold",
               "channel group", counts="kernel weights in whole coupled channels",
-              silences_channels=True),
+              silences_channels=True, groups="raw", check=_check_groups),
+    Structure("channel_group_mean", "channel_group with each channel's score divided by its "
+              "group's mean (Torch-Pruning's normalizer='mean'): every stage keeps a like share, "
+              "where the raw scores of He-initialised deep stages empty them first",
+              "channel group (normalised)", counts="kernel weights in whole coupled channels",
+              silences_channels=True, groups="mean", check=_check_groups),
     # TF-MOT's sparsity_m_by_n layout (tfrewind.pruning.masks.n_m_masks): sparse tensor cores.
     Structure("n_m", "--n_m=N:M: in every M consecutive weights along a kernel's input "
               "channels keep the N largest (2:4, sparse tensor cores); density N/M, a kernel "
               "whose input size M does not divide stays dense", "N:M", reads=("n_m",),
               counts="N of every M consecutive input weights",
-              density=lambda hp: _n_over_m(hp.n_m))):
+              density=lambda hp: _n_over_m(hp.n_m), check=_check_n_m)):
   STRUCTURES[_entry.name] = _entry
 
 CRITERIA["magnitude"] = Criterion(

@@ -26,29 +26,39 @@ from tfrewind.pruning.wrapper import _PRUNABLE_TYPES, Masked, flat_layers, wrapp
 class ChannelNorm(keras.layers.BatchNormalization):
   """BatchNormalization whose channels die with the output channels of its conv.
 
-  `source` names the prunable layer it follows; `prunable(..., structure="channel")`
-  links it to that layer's mask. Unlinked (e.g. just after `load_model`) it is
-  a plain BatchNormalization: its dead channels hold gamma = beta = 0, so it
-  still emits exact zeros there in inference, but training it needs the link
-  back (`tfrewind.prunable(model, structure="channel")` restores it).
+  `source` names the prunable layer it follows (after a Concatenate, a layer of each group
+  it normalises, in channel order, joined by ","; its channels then concatenate theirs);
+  `prunable(..., structure="channel")` links it to that layer's mask. Unlinked (e.g. just
+  after `load_model`) it is a plain BatchNormalization: its dead channels hold gamma = beta =
+  0, so it still emits exact zeros there in inference, but training it needs the link back
+  (`tfrewind.prunable(model, structure="channel")` restores it).
   """
 
   def __init__(self, source: str = "", **kwargs):
     super().__init__(**kwargs)
     self.source = source
-    object.__setattr__(self, "_source_mask", None)
+    object.__setattr__(self, "_source_masks", None)
+
+  @property
+  def sources(self) -> List[str]:
+    """The layers whose channels it follows, in channel order: one, or (after a Concatenate,
+    --structure=channel_group) one per group it normalises."""
+    return self.source.split(",")
 
   def get_config(self):
     return {**super().get_config(), "source": self.source}
 
-  def alive(self):
-    """1.0 for each channel whose source conv keeps a weight, else 0.0 (a tensor)."""
-    mask = self._source_mask
-    axes = list(range(len(mask.shape) - 1))
-    return tf.cast(tf.reduce_max(mask, axis=axes) > 0, self.dtype)
+  def alive(self, masks=None):
+    """1.0 for each channel whose source conv keeps a weight, else 0.0 (a tensor); masks:
+    the sources' masks, when it is not linked to them (default: the linked ones)."""
+    parts = []
+    for mask in (masks if masks is not None else self._source_masks):
+      axes = list(range(len(mask.shape) - 1))
+      parts.append(tf.cast(tf.reduce_max(mask, axis=axes) > 0, self.dtype))
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
 
   def call(self, inputs, training=None):
-    if self._source_mask is None:
+    if self._source_masks is None:
       return super().call(inputs, training=training)
     alive = self.alive()
     saved = [(a, getattr(self, a)) for a in ("gamma", "beta") if getattr(self, a) is not None]
@@ -83,22 +93,23 @@ def _followers(model) -> Dict[str, str]:
   return found
 
 
-def channel_norms(model) -> List[Tuple[ChannelNorm, "Masked"]]:
-  """(ChannelNorm, the Masked wrapper of its source) pairs of `model`."""
+def channel_norms(model) -> List[Tuple[ChannelNorm, List["Masked"]]]:
+  """(ChannelNorm, the Masked wrappers of its sources) pairs of `model`."""
   by_name = {w.layer.name: w for w in wrappers(model)}
   pairs = []
   for layer in flat_layers(model):
     if isinstance(layer, ChannelNorm):
-      if layer.source not in by_name:
-        raise ConfigError(f"ChannelNorm {layer.name} follows {layer.source!r}, which is not a "
+      missing = [s for s in layer.sources if s not in by_name]
+      if missing:
+        raise ConfigError(f"ChannelNorm {layer.name} follows {missing[0]!r}, which is not a "
                          "pruned layer of this model")
-      pairs.append((layer, by_name[layer.source]))
+      pairs.append((layer, [by_name[s] for s in layer.sources]))
   return pairs
 
 
 def _link_norms(model) -> None:
-  for norm, wrapper in channel_norms(model):
-    object.__setattr__(norm, "_source_mask", wrapper.pruning_vars[0][1])
+  for norm, sources in channel_norms(model):
+    object.__setattr__(norm, "_source_masks", [w.pruning_vars[0][1] for w in sources])
 
 
 def require_channel_norms(model) -> None:

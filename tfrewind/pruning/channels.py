@@ -7,20 +7,24 @@ layer) and `tfrewind.slim` (which removes it physically).
 Channels are followed through *groups*: the tensors joined by channel-wise
 layers (BatchNorm, activations, pooling, padding, dropout, Add), which index
 their channels alike. In a ResNet the tensors of a residual stage form one
-group (every block's output is added to it), the inside of a block another.
+group (every block's output is added to it), the inside of a block another. A
+Concatenate on the channel axis lays its inputs' groups side by side: its
+output's channels are segments of those groups, at offsets (DenseNet's and
+Inception's joins).
 Channel c of a group is removable when it is exactly zero in every tensor of the
 group that a Conv/Dense reads; then dropping c from every layer of the group
-(conv outputs, BatchNorm, the readers' input rows) changes no value anywhere.
+(conv outputs, BatchNorm, the readers' input rows, at the group's offset) changes no
+value anywhere.
 Zeros are exact, from the weights: a conv's channel is zero when its kernel
 slice (under the mask) and bias are zero and its activation keeps 0 at 0; a
 BatchNorm's when its gamma and beta are zero (ChannelNorm); anything else
 channel-wise is zero where all its inputs are. A group that touches a model
-input or output, or any other layer (Flatten, Concatenate, Lambda, ...), keeps
-all its channels.
+input or output, or any other layer (Flatten, Lambda, a Concatenate on another
+axis, ...), keeps all its channels.
 """
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -106,7 +110,8 @@ def _zero_channels(layer, inputs: List[np.ndarray]) -> np.ndarray:
   if _is_norm(layer):
     n = inputs[0].size
     alive = np.ones(n, bool)
-    if isinstance(layer, ChannelNorm) and layer._source_mask is not None:  # pylint: disable=protected-access
+    linked = isinstance(layer, ChannelNorm) and layer._source_masks is not None  # pylint: disable=protected-access
+    if linked:
       alive = layer.alive().numpy() > 0
     gamma = layer.gamma.numpy() * alive if layer.gamma is not None else np.ones(n)
     beta = layer.beta.numpy() * alive if layer.beta is not None else np.zeros(n)
@@ -119,23 +124,50 @@ def _zero_channels(layer, inputs: List[np.ndarray]) -> np.ndarray:
 
 @dataclasses.dataclass
 class Group:
-  """Tensors whose channels are indexed alike (a residual stage, a block's inside, ...).
+  """Channels indexed alike (a residual stage, a block's inside, one input of a Concatenate).
 
-  writers / readers: the Conv/Dense layers whose output / input is a tensor of the group;
-  norms: its BatchNorms; prunable: touches no model input or output and no layer the
-  analysis does not know, and a Conv/Dense reads it.
+  writers: the Conv/Dense layers that write the group (their whole output);
+  readers: (Conv/Dense layer, offset): the layers that read it, at input rows offset ...
+    offset + width (a Concatenate places a group at an offset; a layer reading the same
+    group twice appears twice);
+  norms: (BatchNorm, offset) likewise;
+  prunable: touches no model input or output and no layer the analysis does not know, a
+    Conv/Dense writes and one reads it, and every BatchNorm it shares with other groups
+    is prunable in all of them.
   """
   width: int
   writers: List[str]
-  readers: List[str]
-  norms: List[str]
+  readers: List[Tuple[str, int]]
+  norms: List[Tuple[str, int]]
   prunable: bool
 
 
-def _walk(model: keras.Model, strict: bool = False):
-  """The union-find over the model's tensors (see the module docstring): (groups {root:
-  member keys}, zero {key: zero channels}, pinned, read, weighted [(name, in, out)], norms
-  [(name, out)], find). strict: a layer the analysis does not know is an error naming it."""
+class _Walk(NamedTuple):
+  """What _walk finds. Union-find nodes are *segments*: a tensor is the concatenation of its
+  layout's segments [(segment key, offset, width)] (one, itself, unless a Concatenate made
+  it); channel-wise layers and Add join segments position by position."""
+  groups: Dict[tuple, List[tuple]]  # root -> segment keys
+  segment: Dict[tuple, Tuple[tuple, int, int]]  # segment key -> (tensor key, offset, width)
+  layout: Dict[tuple, List[tuple]]  # tensor key -> its segment keys, in channel order
+  zero: Dict[tuple, np.ndarray]  # tensor key -> its exactly-zero channels
+  pinned: Set[tuple]  # segment keys whose channels must all stay
+  read: Set[tuple]  # tensor keys a Conv/Dense reads
+  weighted: List[Tuple[str, tuple, tuple]]  # (layer, input tensor, output tensor)
+  norms: List[Tuple[str, tuple]]  # (BatchNorm, output tensor)
+  find: Callable[[tuple], tuple]
+
+  def zeros(self, seg) -> np.ndarray:
+    tensor, offset, width = self.segment[seg]
+    return self.zero[tensor][offset:offset + width]
+
+
+def _concat_axis_is_channels(layer, rank: int) -> bool:
+  return layer.axis in (-1, rank - 1)
+
+
+def _walk(model: keras.Model, strict: bool = False) -> _Walk:
+  """The union-find over the model's channel segments (see the module docstring and _Walk).
+  strict: a layer the analysis does not know is an error naming it."""
   if not getattr(model, "_is_graph_network", False):
     raise ConfigError(f"channel analysis needs a functional or Sequential model; {model.name!r} "
                      "is subclassed")
@@ -152,15 +184,26 @@ def _walk(model: keras.Model, strict: bool = False):
   def union(a, b):
     parent[find(a)] = find(b)
 
-  width: Dict[tuple, int] = {}
+  segment: Dict[tuple, Tuple[tuple, int, int]] = {}
+  layout: Dict[tuple, List[tuple]] = {}
+
+  def lay(k, widths):
+    """Gives tensor k segments of `widths` (one: the tensor itself is its segment)."""
+    keys = [k] if len(widths) == 1 else [k + ("segment", j) for j in range(len(widths))]
+    offsets = np.cumsum([0] + list(widths))
+    for s, o, w in zip(keys, offsets, widths):
+      segment[s] = (k, int(o), int(w))
+      find(s)
+    layout[k] = keys
+    return keys
+
+  widths = lambda k: [segment[s][2] for s in layout[k]]
   zero: Dict[tuple, np.ndarray] = {}
   pinned, read = set(), set()
   weighted, norms = [], []
   for t in model.inputs:
     zero[key(t)] = np.zeros(t.shape[-1], bool)
-    pinned.add(key(t))
-  for t in model.outputs:
-    pinned.add(key(t))
+    pinned.update(lay(key(t), [t.shape[-1]]))
   for depth in sorted(model._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
     for node in model._nodes_by_depth[depth]:  # pylint: disable=protected-access
       layer = node.layer
@@ -168,69 +211,105 @@ def _walk(model: keras.Model, strict: bool = False):
         continue
       ins = [key(t) for t in node.keras_inputs]
       outs = [key(t) for t in tf.nest.flatten(node.outputs)]
-      for t in tf.nest.flatten(node.outputs):
-        width[key(t)] = t.shape[-1]
+      shapes = [t.shape for t in tf.nest.flatten(node.outputs)]
       channelwise = (isinstance(layer, _CHANNELWISE) or _is_norm(layer)) and not is_weighted(layer)
-      if isinstance(layer, keras.Model) or not (is_weighted(layer) or channelwise) or len(outs) != 1:
+      concat = (isinstance(layer, keras.layers.Concatenate) and len(outs) == 1
+                and _concat_axis_is_channels(layer, len(shapes[0])))
+      if (isinstance(layer, keras.Model) or not (is_weighted(layer) or channelwise or concat)
+          or len(outs) != 1):
         if strict:
           raise ConfigError(f"--structure=channel_group cannot group the channels through layer "
                             f"{layer.name!r} ({type(_inner(layer)).__name__}): it knows Conv, "
-                            f"Dense, BatchNorm, activations, pooling, padding and Add; use "
-                            f"--structure=channel, which prunes each conv's channels alone")
-        pinned.update(ins + outs)  # unknown: keep every channel it touches
-        for k in outs:
-          zero[k] = np.zeros(width[k], bool)
-        continue
-      zero[outs[0]] = _zero_channels(layer, [zero[k] for k in ins])
-      if is_weighted(layer):
-        read.update(ins)
-        weighted.append((_inner(layer).name, ins[0], outs[0]))
-      else:
+                            f"Dense, BatchNorm, activations, pooling, padding, Add and "
+                            f"Concatenate; use --structure=channel, which prunes each conv's "
+                            f"channels alone")
         for k in ins:
-          if width.get(k, zero[k].size) != width[outs[0]]:
-            pinned.update([k, outs[0]])
-          union(k, outs[0])
-        if _is_norm(layer):
-          norms.append((layer.name, outs[0]))
+          pinned.update(layout[k])  # unknown: keep every channel it touches
+        for k, shape in zip(outs, shapes):
+          zero[k] = np.zeros(shape[-1], bool)
+          pinned.update(lay(k, [shape[-1]]))
+        continue
+      out = outs[0]
+      if concat:
+        zero[out] = np.concatenate([zero[k] for k in ins])
+        parts = [s for k in ins for s in layout[k]]
+        for s, new in zip(parts, lay(out, [segment[s][2] for s in parts])):
+          union(s, new)
+        continue
+      if is_weighted(layer):
+        zero[out] = _zero_channels(layer, [])
+        lay(out, [shapes[0][-1]])
+        read.add(ins[0])
+        weighted.append((_inner(layer).name, ins[0], out))
+        continue
+      zero[out] = _zero_channels(layer, [zero[k] for k in ins])
+      if all(widths(k) == widths(ins[0]) for k in ins) and sum(widths(ins[0])) == shapes[0][-1]:
+        for k in ins:
+          for s, new in zip(layout[k], lay(out, widths(ins[0]))):
+            union(s, new)
+      else:  # a channel count that changes, or inputs laid out differently: keep them all
+        for k in ins:
+          pinned.update(layout[k])
+        pinned.update(lay(out, [shapes[0][-1]]))
+      if _is_norm(layer):
+        norms.append((layer.name, out))
+  for t in model.outputs:
+    pinned.update(layout[key(t)])
   groups: Dict[tuple, List[tuple]] = {}
-  for k in zero:
-    groups.setdefault(find(k), []).append(k)
-  return groups, zero, pinned, read, weighted, norms, find
+  for s in segment:
+    groups.setdefault(find(s), []).append(s)
+  return _Walk(groups, segment, layout, zero, pinned, read, weighted, norms, find)
 
 
 def plan(model: keras.Model) -> Plan:
   """The removable channels of a functional `model` (see the module docstring)."""
-  groups, zero, pinned, read, weighted, norms, find = _walk(model)
+  w = _walk(model)
   keep: Dict[tuple, np.ndarray] = {}
-  for root, members in groups.items():
-    n = zero[members[0]].size
-    readers = [k for k in members if k in read]
-    if any(k in pinned for k in members) or not readers:
+  for root, members in w.groups.items():
+    n = w.segment[members[0]][2]
+    readers = [s for s in members if w.segment[s][0] in w.read]
+    if any(s in w.pinned for s in members) or not readers:
       keep[root] = np.ones(n, bool)
       continue
-    removable = np.logical_and.reduce([zero[k] for k in readers])
-    kept = ~removable
+    kept = ~np.logical_and.reduce([w.zeros(s) for s in readers])
     if not kept.any():
       kept[0] = True  # a layer needs a channel; this one only ever carries zeros
     keep[root] = kept
-  return Plan(inputs={name: keep[find(i)] for name, i, _ in weighted},
-              outputs={name: keep[find(o)] for name, _, o in weighted},
-              norms={name: keep[find(o)] for name, o in norms})
+  kept = lambda k: np.concatenate([keep[w.find(s)] for s in w.layout[k]])
+  return Plan(inputs={name: kept(i) for name, i, _ in w.weighted},
+              outputs={name: kept(o) for name, _, o in w.weighted},
+              norms={name: kept(o) for name, o in w.norms})
 
 
 def groups(model: keras.Model, strict: bool = True) -> List[Group]:
-  """The coupled channel groups of a functional `model`, in layer order of their first writer
+  """The coupled channel groups of a functional `model`, in the order the walk meets them
   (strict: ConfigError naming a layer the analysis cannot group)."""
-  found, zero, pinned, read, weighted, norms, find = _walk(model, strict)
-  out = []
-  for root, members in found.items():
-    member = set(members)
-    writers = [name for name, _, o in weighted if o in member]
-    readers = [name for name, i, _ in weighted if i in member]
-    out.append(Group(width=zero[members[0]].size, writers=writers, readers=readers,
-                     norms=[name for name, o in norms if o in member],
-                     prunable=bool(readers) and bool(writers) and not (member & pinned)))
-  return out
+  w = _walk(model, strict)
+
+  def at(tensor, root):
+    """The offsets at which the group `root` lies in `tensor`."""
+    return [w.segment[s][1] for s in w.layout[tensor] if w.find(s) == root]
+
+  out = {}
+  for root, members in w.groups.items():
+    writers = [name for name, _, o in w.weighted if at(o, root)]
+    readers = [(name, off) for name, i, _ in w.weighted for off in at(i, root)]
+    out[root] = Group(width=w.segment[members[0]][2], writers=writers, readers=readers,
+                      norms=[(name, off) for name, o in w.norms for off in at(o, root)],
+                      prunable=bool(readers) and bool(writers)
+                      and not any(s in w.pinned for s in members))
+  # A BatchNorm over several groups (after a Concatenate) silences its channels only if all
+  # of them are pruned by channel: otherwise none of its groups is pruned.
+  changed = True
+  while changed:
+    changed = False
+    for _, o in w.norms:
+      roots = {w.find(s) for s in w.layout[o]}
+      if len(roots) > 1 and not all(out[r].prunable for r in roots):
+        for r in roots:
+          changed |= out[r].prunable
+          out[r].prunable = False
+  return list(out.values())
 
 
 def kept_weights(layer, p: Optional[Plan] = None, sparse: bool = True) -> np.ndarray:

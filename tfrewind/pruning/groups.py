@@ -3,14 +3,17 @@ writes or reads it at once, so that `tfrewind.slim` removes it and runs faster.
 
 The groups are tfrewind.pruning.channels': the tensors joined by channel-wise layers and Add
 (a residual stage: the stem or projection and every block's last conv write it, the next
-convs read it). An item is one channel of one group; it scores the mean of its members'
-per-weight scores (the writers' output slices, the readers' input rows; |w| by default), and
-one global threshold removes the lowest items until the kept kernel weights come closest to
-the density (as --structure=channel counts). A group keeps at least one channel; a group that
-touches a kernel kept dense, a model input or output is not pruned.
+convs read it), side by side after a Concatenate. An item is one channel of one group; it
+scores the mean of its members' per-weight scores (the writers' output slices, the readers'
+input rows; |w| by default), and one global threshold removes the lowest items until the
+kept kernel weights come closest to the density (as --structure=channel counts). A group
+keeps at least one channel; a group that touches a kernel kept dense, a model input or output
+is not pruned. --structure=channel_group_mean first divides each item's score by the mean of
+its group's live items, so that the groups of deep, He-initialised stages (smaller |w|) are not
+emptied first.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -20,26 +23,34 @@ from tfrewind.pruning.wrapper import wrappers
 
 
 def norm_sources(model) -> Dict[str, str]:
-  """{BatchNorm name: a writer of its group}, for every BatchNorm of a prunable group: each
-  becomes a ChannelNorm that dies with the group's channel (pre-activation BatchNorms too)."""
-  return {norm: g.writers[0] for g in channels.groups(model) if g.prunable for norm in g.norms}
+  """{BatchNorm name: a writer of each group it normalises, in channel order, joined by ","},
+  for every BatchNorm of prunable groups: each becomes a ChannelNorm whose channels die with
+  the groups' (pre-activation BatchNorms, and those after a Concatenate, too)."""
+  parts: Dict[str, List[Tuple[int, str]]] = {}
+  for g in channels.groups(model):
+    if g.prunable:
+      for norm, offset in g.norms:
+        parts.setdefault(norm, []).append((offset, g.writers[0]))
+  return {norm: ",".join(w for _, w in sorted(p)) for norm, p in parts.items()}
 
 
 def masks(model, old: Sequence[np.ndarray], density: float, fixed: Sequence[bool],
-          scores: Sequence[np.ndarray]) -> List[np.ndarray]:
-  """Masks (a subset of `old`) removing whole group channels, per the module docstring."""
+          scores: Sequence[np.ndarray], normalise: bool = False) -> List[np.ndarray]:
+  """Masks (a subset of `old`) removing whole group channels, per the module docstring.
+  normalise: each channel's score is divided by the mean score of its group's live channels
+  (--structure=channel_group_mean)."""
   names = [w.layer.name for w in wrappers(model) for _ in w.pruning_vars]
   index = {name: i for i, name in enumerate(names)}
   found = []
   for g in channels.groups(model):
-    members = g.writers + g.readers
+    members = g.writers + [r for r, _ in g.readers]
     if g.prunable and all(m in index and not fixed[index[m]] for m in members):
       found.append(g)
   new = [(np.asarray(o) > 0).astype(np.float32) for o in old]
 
   def slices(g, c):
     return ([(index[w], (Ellipsis, c)) for w in g.writers]
-            + [(index[r], (Ellipsis, c, slice(None))) for r in g.readers])
+            + [(index[r], (Ellipsis, offset + c, slice(None))) for r, offset in g.readers])
 
   items, values = [], []
   for gi, g in enumerate(found):
@@ -49,6 +60,11 @@ def masks(model, old: Sequence[np.ndarray], density: float, fixed: Sequence[bool
       values.append(float(np.mean(np.concatenate([np.ravel(scores[i][s]) for i, s in parts])))
                     if alive else -np.inf)
       items.append((gi, c))
+    if normalise:
+      live = [k for k in range(len(values) - g.width, len(values)) if values[k] != -np.inf]
+      mean = float(np.mean([values[k] for k in live])) if live else 0.0
+      for k in live:
+        values[k] = values[k] / mean if mean > 0 else 0.0
   total = float(sum(m.size for m, f in zip(new, fixed) if not f))
   kept = float(sum(m.sum() for m, f in zip(new, fixed) if not f))
   goal = density * total

@@ -326,15 +326,7 @@ def filter_masks(weights: Sequence[np.ndarray], ratios: Dict[int, float], level:
   return masks
 
 
-def parse_n_m(text: str):
-  """'2:4' -> (2, 4): keep N of every M (ConfigError unless 0 < N < M)."""
-  try:
-    n, m = (int(p) for p in str(text).split(":"))
-  except ValueError:
-    raise ConfigError(f"--n_m={text!r} is not N:M: write e.g. 2:4") from None
-  if not 0 < n < m:
-    raise ConfigError(f"--n_m={text!r}: keep N of every M with 0 < N < M, e.g. 2:4")
-  return n, m
+parse_n_m = registries.parse_n_m  # '2:4' -> (2, 4), the N:M entry's own parser
 
 
 def n_m_applies(kernel: np.ndarray, m: int) -> bool:

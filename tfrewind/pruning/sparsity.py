@@ -64,7 +64,7 @@ def prunable(model: keras.Model, schedule=None, structure: str = "unstructured")
   if not any(is_prunable_layer(l) for l in model.submodules if isinstance(l, keras.layers.Layer)):
     raise ConfigError(f"model {model.name!r} has no Conv or Dense layer: nothing to prune")
 
-  followers = (groups_lib.norm_sources(model) if structure == "channel_group" else
+  followers = (groups_lib.norm_sources(model) if registries.structure(structure).groups else
                _followers(model) if silences_channels(structure) else {})
   copies = []
 
@@ -254,13 +254,14 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
                                   seed=0)  # the original seeds its rounding with 0, every time
   if structure == "n_m":
     return _n_m(model, weights, old, fixed, n_m, scores, criterion, seed)
-  if structure == "channel_group":
+  if entry.groups:
     if scope != "global":
-      raise ConfigError("--structure=channel_group prunes under one global threshold: use "
+      raise ConfigError(f"--structure={structure} prunes under one global threshold: use "
                         "--scope=global")
     if scores is None:
       scores = registries.criterion(criterion).score(weights, np.random.default_rng(seed))
-    return groups_lib.masks(model, old, masks_lib.check_density(density), fixed, scores)
+    return groups_lib.masks(model, old, masks_lib.check_density(density), fixed, scores,
+                            normalise=entry.groups == "mean")
   if entry.masks is not None:  # a user's structure (tfrewind.register_structure)
     free = [i for i, f in enumerate(fixed) if not f]
     got = iter(_checked(entry.masks([weights[i] for i in free], masks_lib.check_density(density),
@@ -353,9 +354,8 @@ def apply_masks(model) -> None:
   optimizer = getattr(model, "optimizer", None)
   for weight, mask, _ in _pruning_vars(model):
     _zero(weight, mask.numpy(), optimizer)
-  for norm, wrapper in channel_norms(model):
-    mask = wrapper.pruning_vars[0][1].numpy()
-    alive = (mask.reshape(-1, mask.shape[-1]).max(axis=0) > 0).astype(np.float32)
+  for norm, sources in channel_norms(model):
+    alive = norm.alive([w.pruning_vars[0][1] for w in sources]).numpy()
     for weight in (norm.gamma, norm.beta):
       if weight is not None:
         _zero(weight, alive, optimizer)
