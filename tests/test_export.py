@@ -40,13 +40,17 @@ def test_channel_run_then_export_slim_saved_model_and_tflite(tmp_path, capsys):
       assert result["pruned_macs"] == macs.flops(slim.slim(model))["dense_macs"], name
       assert result["pruned_macs"] < result["dense_macs"], name
   assert len(results(root)) == 7
-  status, _, err = cli(base + ["--structure=channel", "--methods=lr_rewind"], capsys)
+  # A MACs target: result.json records the MACs kept beside the weights kept.
+  status, _, err = cli(base + ["--structure=channel", "--methods=lr_rewind", "--target=macs"],
+                       capsys)
   assert status == 0, err
   # One dense network (its checkpoint) serves every branch.
   assert {n: lines for n, lines in ledger(root).items() if n.startswith("dense_")} == dense
   (name, result), = [(n, r) for n, r in results(root).items() if r["kind"] == "prune" and
                      json.load(open(os.path.join(root, n, "hparams.json")))["hparams"][
                          "structure"] == "channel"]
+  assert result["macs_density"] == result["pruned_macs"] / result["dense_macs"]
+  assert abs(result["macs_density"] - 0.5) < 0.05 and abs(result["density"] - 0.5) > 0.05
   assert result["slim_parameters"] < result["parameters"]
   assert result["flops_speedup"] > 1
   assert result["macs_count"] == "slim" and result["flops_theoretical"] is False

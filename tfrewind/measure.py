@@ -27,6 +27,9 @@ def measure(hp: hp_lib.HParams, model, bundle: data_lib.Bundle, pruned: bool = T
   macs = flops_lib.flops(model)
   stripped = sparsity.strip(model)
   result.update(dense_macs=macs["dense_macs"], pruned_macs=macs["pruned_macs"],
+                # The fraction of MACs kept, beside "density" (of weights): --target=macs
+                # sets this one.
+                macs_density=macs["pruned_macs"] / macs["dense_macs"],
                 flops_speedup=macs["speedup"], compression=1.0 / density if density else None,
                 # "slim": what the slim network computes; "sparse": theoretical (sparse kernels)
                 macs_count=macs["count"], flops_theoretical=macs["count"] == "sparse",
