@@ -275,7 +275,7 @@ def quickstart_cycle(method="lr_rewind", extra=()):
 
 def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=6, batch=128,
          dataset="synthetic", warmup=2, inference=("resnet20", "resnet56"),
-         quickstart=True) -> int:
+         quickstart=True, densities=(0.5, 0.25)) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   on_gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -346,7 +346,7 @@ def main(models=("resnet20", "resnet56", "wrn16_8"), repeats=4, steps=6, batch=1
   print(f"{'network':<10} {'structure':<18} {'density':>7} {'masked':>9} {'deployed':>9} "
         f"{'speedup':>8} {'MACs':>6} {'of MACs':>8} {'parameters':>21}  stage widths")
   for name, structure, d, m, s, speedup, theory, p_slim, p_all, widths in inference_speedups(
-      inference, batch=full_batch, repeats=repeats):
+      inference, densities, batch=full_batch, repeats=repeats):
     print(f"{name:<10} {structure:<18} {d:>7.2f} {m:>9.1f} {s:>9.1f} {speedup:>7.2f}x "
           f"{theory:>5.2f}x {speedup / theory:>8.2f} {p_all:>10,} -> {p_slim:>8,}  {widths}")
   if inference:
