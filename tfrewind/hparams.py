@@ -266,8 +266,9 @@ class HParams:
       registries.control(self.control)
     if self.target == "macs" and (self.by_level or registries.structure(self.structure).density):
       raise ConfigError(f"--target=macs sets a density: --structure={self.structure} sets its own")
-    if registries.structure(self.structure).check is not None:
-      registries.structure(self.structure).check(self)
+    structure_check = registries.structure(self.structure).check
+    if structure_check is not None:
+      structure_check(self)
     if self.keep_dense is not None:
       masks_lib.keep_dense_pattern(self.keep_dense)
     check = registries.schedule(self.schedule).check

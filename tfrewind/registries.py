@@ -237,10 +237,15 @@ def _check_n_m(hp) -> None:
     raise ConfigError("--structure=n_m prunes once, to N of every M: use --schedule=one_shot")
 
 
-def _check_groups(hp) -> None:
-  if hp.scope != "global":
-    raise ConfigError(f"--structure={hp.structure} prunes under one global threshold: use "
+def check_group_scope(structure: str, scope: str) -> None:
+  """Coupled channel groups are pruned under one global threshold: ConfigError otherwise."""
+  if scope != "global":
+    raise ConfigError(f"--structure={structure} prunes under one global threshold: use "
                       "--scope=global")
+
+
+def _check_groups(hp) -> None:
+  check_group_scope(hp.structure, hp.scope)
 
 
 def help_text(table: Dict) -> str:

@@ -285,19 +285,24 @@ def groups(model: keras.Model, strict: bool = True) -> List[Group]:
   """The coupled channel groups of a functional `model`, in the order the walk meets them
   (strict: ConfigError naming a layer the analysis cannot group)."""
   w = _walk(model, strict)
+  out = {root: Group(width=w.segment[members[0]][2], writers=[], readers=[], norms=[],
+                     prunable=not any(s in w.pinned for s in members))
+         for root, members in w.groups.items()}
 
-  def at(tensor, root):
-    """The offsets at which the group `root` lies in `tensor`."""
-    return [w.segment[s][1] for s in w.layout[tensor] if w.find(s) == root]
+  def placed(tensor):
+    """(group, offset) of each segment of `tensor`."""
+    return [(out[w.find(s)], w.segment[s][1]) for s in w.layout[tensor]]
 
-  out = {}
-  for root, members in w.groups.items():
-    writers = [name for name, _, o in w.weighted if at(o, root)]
-    readers = [(name, off) for name, i, _ in w.weighted for off in at(i, root)]
-    out[root] = Group(width=w.segment[members[0]][2], writers=writers, readers=readers,
-                      norms=[(name, off) for name, o in w.norms for off in at(o, root)],
-                      prunable=bool(readers) and bool(writers)
-                      and not any(s in w.pinned for s in members))
+  for name, i, o in w.weighted:  # one pass, in layer order
+    for g, _ in placed(o):
+      g.writers.append(name)
+    for g, offset in placed(i):
+      g.readers.append((name, offset))
+  for name, o in w.norms:
+    for g, offset in placed(o):
+      g.norms.append((name, offset))
+  for g in out.values():
+    g.prunable = g.prunable and bool(g.readers) and bool(g.writers)
   # A BatchNorm over several groups (after a Concatenate) silences its channels only if all
   # of them are pruned by channel: otherwise none of its groups is pruned.
   changed = True

@@ -255,9 +255,7 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
   if structure == "n_m":
     return _n_m(model, weights, old, fixed, n_m, scores, criterion, seed)
   if entry.groups:
-    if scope != "global":
-      raise ConfigError(f"--structure={structure} prunes under one global threshold: use "
-                        "--scope=global")
+    registries.check_group_scope(structure, scope)
     if scores is None:
       scores = registries.criterion(criterion).score(weights, np.random.default_rng(seed))
     return groups_lib.masks(model, old, masks_lib.check_density(density), fixed, scores,
