@@ -52,12 +52,13 @@ def test_gradual_density_after_every_step_is_tf_mots_polynomial_decay_as_counts(
   counts = _Counts()
   model.fit(dataset(), epochs=4, steps_per_epoch=steps // 4, verbose=0,
             callbacks=[tfrewind.GradualCallback(0.2, begin, end, every, power=3), counts])
-  # TF-MOT's own schedule at every step: the density in force after step t is that of the
-  # last step <= t at which it prunes (it prunes before the update of that step).
+  # TF-MOT's own schedule: the update at optimizer step t masks with its pruning_step t + 1
+  # (its wrapper increments the step in the forward pass, then updates the mask), so the
+  # density in force after that update is that of the last prune step <= t + 1.
   schedule = pruning_schedule.PolynomialDecay(0.0, 0.8, begin, end, power=3, frequency=every)
   expected, density = [], 1.0
   for t in range(steps):
-    should, s = schedule(tf.constant(t, tf.int64))
+    should, s = schedule(tf.constant(t + 1, tf.int64))
     if bool(should):
       density = 1.0 - float(s.numpy())
     expected.append(masks_lib.kept_count(density, total))
@@ -66,6 +67,73 @@ def test_gradual_density_after_every_step_is_tf_mots_polynomial_decay_as_counts(
   assert len(set(expected)) == (end - begin) // every + 1  # a new count at every prune
   for before, after in zip(counts.masks, counts.masks[1:]):  # masks only shrink
     assert all(((a > 0) <= (b > 0)).all() for a, b in zip(after, before))
+
+
+def _two_layer_net():
+  inputs = keras.Input((6, 6, 2))
+  x = keras.layers.Flatten()(keras.layers.Conv2D(5, 3, name="conv")(inputs))
+  return keras.Model(inputs, keras.layers.Dense(7, name="dense")(x))
+
+
+class _KeptAfterUpdate(keras.callbacks.Callback):
+  """Per-kernel kept counts after every update, read by `count(model)`."""
+
+  def __init__(self, count):
+    super().__init__()
+    self.count, self.kept, self.steps = count, [], []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.kept.append(self.count(self.model))
+    wrapped = [l for l in self.model.layers if getattr(l, "pruning_vars", None)]
+    self.steps.append(int(wrapped[0].pruning_step.numpy()))
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_gradual_prunes_at_the_update_tf_mots_own_wrapper_does(scope):
+  """TF-MOT's prune_low_magnitude + UpdatePruningStep in fit, beside GradualCallback on the same
+  weights (LR 0, so the masks depend on the schedule alone): equal kept counts after every
+  update. TF-MOT prunes layer by layer; under global scope the total follows the same schedule
+  at the same updates, counted by tfrewind's global rule."""
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  base = _two_layer_net()
+  data = dataset(n=8, batch=4, shape=(6, 6, 2), classes=7)
+  schedule = pruning_schedule.PolynomialDecay(0.0, 0.8, begin_step=3, end_step=9, power=3,
+                                              frequency=1)
+
+  def trained(model, callbacks, count):
+    for layer in model.layers:
+      inner = getattr(layer, "layer", layer)
+      if inner.weights:
+        inner.set_weights(base.get_layer(inner.name).get_weights())
+    model.compile(keras.optimizers.SGD(0.0),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    kept = _KeptAfterUpdate(count)
+    model.fit(data, epochs=1, steps_per_epoch=12, verbose=0, callbacks=[*callbacks, kept])
+    return kept
+
+  theirs = trained(tfmot.sparsity.keras.prune_low_magnitude(_two_layer_net(),
+                                                            pruning_schedule=schedule),
+                   [tfmot.sparsity.keras.UpdatePruningStep()],
+                   lambda m: [int(l.pruning_vars[0][1].numpy().sum()) for l in m.layers
+                              if getattr(l, "pruning_vars", None)])
+  ours = trained(tfrewind.prunable(_two_layer_net()),
+                 [tfrewind.GradualCallback(0.2, 3, 9, 1, prune=PruneSpec(scope=scope))],
+                 lambda m: [int(k.sum()) for k in _mask_list(m)])
+  assert theirs.steps == list(range(1, 13))  # TF-MOT's pruning_step after update t (0-based): t + 1
+  if scope == "layerwise":
+    assert ours.kept == theirs.kept
+  else:
+    total = sum(base.get_layer(n).kernel.shape.num_elements() for n in ("conv", "dense"))
+    expected = []
+    for step in theirs.steps:
+      active = [s for s in range(3, min(step, 9) + 1)]
+      density = 1.0 - float(schedule(tf.constant(active[-1], tf.int64))[1]) if active else 1.0
+      expected.append(masks_lib.kept_count(density, total))
+    assert [sum(k) for k in ours.kept] == expected
+  changed = [t for t in range(1, 12) if theirs.kept[t] != theirs.kept[t - 1]]
+  assert changed == [t for t in range(1, 12) if ours.kept[t] != ours.kept[t - 1]] == list(
+      range(3, 9))  # pruning steps 4..9: step 3 (begin) prunes to sparsity 0
 
 
 def test_gradual_steps_must_reach_the_density():
@@ -299,3 +367,99 @@ def test_a_prune_without_a_magnitude_threshold_still_checkpoints():
   model.layers[1].trainable_weights[0].assign(
       np.full(model.layers[1].trainable_weights[0].shape, np.nan, np.float32))
   assert not callbacks.all_finite(model)
+
+
+def test_synflow_scores_a_thin_resnet20_at_cifar_size():
+  """TF 2.21's oneDNN filter gradient aborts the process on a batch of 1 at width 4 (exit 134 or
+  139): SynFlow scores an all-ones batch of two, so this returns, and its masks keep the count."""
+  model = tfrewind.prunable(tfrewind.build_model("resnet20", num_classes=10, width=4))
+  spec = PruneSpec(criterion="synflow")
+  got = saliency.scores(model, spec, density=0.1, rounds=2)
+  tfrewind.prune(model, 0.1, spec, scores=got)
+  total = sum(m.size for m in _mask_list(model))
+  assert int(sum(m.sum() for m in _mask_list(model))) == masks_lib.kept_count(0.1, total)
+
+
+def _bn_mlp():
+  inputs = keras.Input((5,))
+  x = keras.layers.Dense(6, name="hidden")(inputs)
+  x = keras.layers.Activation("tanh")(keras.layers.BatchNormalization(name="bn")(x))
+  return keras.Model(inputs, keras.layers.Dense(3, name="out")(x), name="bn_mlp")
+
+
+def test_grasp_code_is_its_released_code_training_mode_redrawn_classifier_balanced_halves():
+  """Against an independent computation: the samples GraSP_fetch_data takes, the classifier
+  re-drawn from the same seed, BatchNorm on batch statistics, and H g as a forward-mode JVP of
+  the gradient (tf.autodiff.ForwardAccumulator) rather than a second backward pass."""
+  keras.utils.set_random_seed(5)
+  plain = _bn_mlp()
+  model = tfrewind.prunable(plain)
+  before = [v.numpy() for v in model.variables]
+  rng = np.random.default_rng(1)
+  stream = [(rng.normal(size=(7, 5)).astype(np.float32), rng.integers(0, 3, 7)) for _ in range(9)]
+  halves = saliency.grasp_code_samples(iter(stream), model, per_class=4)
+  # GraSP_fetch_data by hand: each class's first 4 in stream order, class by class, two halves.
+  xs = np.concatenate([x for x, _ in stream])
+  ys = np.concatenate([y for _, y in stream])
+  order = np.concatenate([np.flatnonzero(ys == c)[:4] for c in range(3)])
+  assert np.array_equal(np.concatenate([halves[0][1], halves[1][1]]), ys[order])
+  assert np.array_equal(np.concatenate([halves[0][0], halves[1][0]]), xs[order])
+  assert [len(h[1]) for h in halves] == [6, 6]
+  spec = PruneSpec(criterion="grasp_code", seed=3)
+  got = saliency.scores(model, spec, batches=halves)
+  assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables))
+
+  fresh = _bn_mlp()
+  fresh.set_weights(plain.get_weights())
+  kernels = [fresh.get_layer("hidden").kernel, fresh.get_layer("out").kernel]
+  draws = np.random.default_rng(3)  # every Linear layer is re-drawn, in layer order
+  for k in kernels:
+    k.assign(draws.normal(0.0, np.sqrt(2.0 / sum(k.shape)), k.shape).astype(np.float32))
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+  def grads(x, y):
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, fresh(x, training=True) / saliency.GRASP_TEMPERATURE)
+    return tape.gradient(loss, kernels)
+
+  g = [sum(gs) for gs in zip(*(grads(x, y) for x, y in halves))]
+  hg = [tf.zeros_like(k) for k in kernels]
+  for x, y in halves:
+    with tf.autodiff.ForwardAccumulator(kernels, g) as acc:
+      inner = grads(x, y)
+    hg = [h + acc.jvp(i) for h, i in zip(hg, inner)]
+  want = [(k * h).numpy() for k, h in zip(kernels, hg)]
+  for a, b in zip(got, want):
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))
+  # Inference-mode BatchNorm and the kept classifier (today's grasp) score otherwise.
+  other = saliency.scores(model, PruneSpec(criterion="grasp"), batches=halves)
+  assert not np.allclose(other[0], got[0])
+
+
+def test_grasp_code_keeps_scores_at_or_below_the_kth_largest_as_its_code():
+  """The released rule: k = int(n * (1 - keep_ratio)), the k-th largest of -w*Hg / |sum| the
+  threshold, every score <= it kept: n - k + 1 weights without ties. Written from torch.topk's
+  definition, over a prunable model's kernels; a kernel kept dense keeps its mask."""
+  keras.utils.set_random_seed(6)
+  model = tfrewind.prunable(tiny_resnet())
+  shapes = [m.shape for m in _mask_list(model)]
+  rng = np.random.default_rng(2)
+  scores = [rng.normal(size=s) for s in shapes]
+  n = sum(int(np.prod(s)) for s in shapes)
+  for density in (0.3, 0.1, 0.03):
+    fresh = tfrewind.prunable(tiny_resnet())
+    tfrewind.prune(fresh, density, PruneSpec(criterion="grasp_code"), scores=scores)
+    code = np.concatenate([(-s).astype(np.float32).ravel() for s in scores])
+    norm = np.float32(abs(code.sum(dtype=np.float32))) + np.float32(1e-10)
+    k = int(n * (1 - (1 - (1 - density))))
+    threshold = np.sort(code / norm)[::-1][k - 1]
+    want = [((-s).astype(np.float32) / norm <= threshold) for s in scores]
+    assert all(np.array_equal(m > 0, w) for m, w in zip(_mask_list(fresh), want))
+    assert int(sum(m.sum() for m in _mask_list(fresh))) == n - k + 1
+  kept = tfrewind.prunable(tiny_resnet())
+  tfrewind.prune(kept, 0.1, PruneSpec(criterion="grasp_code", keep_dense="logits"),
+                 scores=scores)
+  assert _mask_list(kept)[-1].all()
+  with pytest.raises(ConfigError, match="its own global rule"):
+    tfrewind.prune(kept, 0.1, PruneSpec(criterion="grasp_code", scope="layerwise"),
+                   scores=scores)

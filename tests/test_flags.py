@@ -104,11 +104,31 @@ def test_every_count_and_number_flag_declares_its_bounds():
     flagdefs._number(flags.DEFINE_integer, "a_count_without_bounds", 1, "help")  # pylint: disable=protected-access
 
 
-def test_missing_paths_of_report_export_and_stability_are_one_line(tmp_path, capsys,
-                                                                    monkeypatch):
+def test_every_command_that_trains_takes_a_new_root_and_refuses_a_file(tmp_path, capsys,
+                                                                        monkeypatch):
+  """run, sweep and stability make a missing --root alike (the first run folder makes it);
+  each refuses a root that is a file in one line. Only the reading commands refuse a missing
+  root (below). The training itself is stubbed: this is the commands' own check."""
+  from tfrewind import commands  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "a_file").write_text("")
+  quick = ["--dataset=synthetic", "--train_steps=20it", "--epoch_steps=10it",
+           "--lr_boundaries=10it,15it", "--rewind_step=0it", "--rewind_steps=0it",
+           "--densities=0.5"]
+  for command in ("run", "sweep", "stability"):
+    check, _, _, _ = commands.COMMAND_TABLE[command]
+    monkeypatch.setitem(commands.COMMAND_TABLE, command,
+                        (check, lambda prepared: 0, False, False))
+    status, _, err = cli([command, "--root=new/folder", *quick], capsys)
+    assert status == 0, (command, err)
+    status, _, err = cli([command, "--root=a_file", *quick], capsys)
+    assert status == 2 and err.count("\n") == 1 and "--root=a_file is a file" in err, (
+        command, err)
+
+
+def test_missing_paths_of_report_and_export_are_one_line(tmp_path, capsys, monkeypatch):
   monkeypatch.chdir(tmp_path)
   for args, named in ((["report", "--root=typo"], "--root=typo does not exist"),
-                      (["stability", "--root=typo"], "--root=typo does not exist"),
                       (["export", "--run=typo"], "--run=typo does not exist"),
                       (["export"], "export needs --run")):
     status, _, err = cli(args, capsys)

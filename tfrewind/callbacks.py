@@ -12,6 +12,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_cal
 
 import tf_keras as keras
 from tfrewind import hparams as hp_lib
+from tfrewind import rewind
 from tfrewind import stopping
 from tfrewind import store
 
@@ -20,20 +21,26 @@ class StopOnSignal(keras.callbacks.Callback):
   """Ends fit() after the step in progress once SIGTERM/SIGINT asked to stop
   (tfrewind.stopping); Keras then ends the epoch, and EpochBackup checkpoints that step."""
 
+  def __init__(self):
+    super().__init__()
+    self._supports_tf_logs = True  # reads no log: Keras need not convert them for it
+
   def on_train_batch_end(self, batch, logs=None):
     if stopping.requested() is not None:
       self.model.stop_training = True
 
 
-class StopAtStep(keras.callbacks.Callback):
-  """Ends fit() when optimizer.iterations reaches `step` (a phase's last step)."""
+class StopAtStep(rewind.StepCallback):
+  """Ends fit() when optimizer.iterations reaches `step` (a phase's last step); it counts the
+  step on the host (one device read per epoch, not per batch)."""
 
   def __init__(self, step):
     super().__init__()
     self.step = step
+    self._supports_tf_logs = True
 
   def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.optimizer.iterations.numpy()) >= self.step:
+    if self._step(batch) + 1 >= self.step:
       self.model.stop_training = True
 
 
@@ -105,7 +112,23 @@ def write_final_scalars(log_dir: str, result: Dict) -> None:
 
 class MaskSummaries(pruning_callbacks.PruningSummaries):
   """TF-MOT's per-layer sparsity and threshold scalars, the threshold only where a prune set
-  a real one (tfrewind.pruning.sparsity.record_thresholds): never TF-MOT's unused zeros."""
+  a real one (tfrewind.pruning.sparsity.record_thresholds): never TF-MOT's unused zeros.
+
+  Nothing happens at a batch end. Keras' TensorBoard hook there writes the train graph after
+  the first batch (tens of ms, what made Keras warn that `on_train_batch_end` is slow compared
+  to the batch time on the quickstart) and, with update_freq="epoch", then calls
+  tf.summary.scalar once per metric with no writer in scope: about 1 ms a metric on 2 cores
+  for nothing written. The graph is written at the first epoch end instead.
+  """
+
+  def on_train_batch_end(self, batch, logs=None):
+    pass
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self._should_write_train_graph:
+      self._write_keras_model_train_graph()
+      self._should_write_train_graph = False
+    super().on_epoch_end(epoch, logs)
 
   def _log_pruning_metrics(self, logs, prefix, step):
     logs = {k: v for k, v in logs.items()

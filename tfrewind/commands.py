@@ -105,6 +105,7 @@ def _devices():
 
 
 def check_run():
+  _folder_root()
   return make_grid(check_networks=False)
 
 
@@ -218,20 +219,25 @@ def cmd_models(_) -> int:
   return 0
 
 
-def _existing_root(command: str) -> None:
-  """report/stability read runs of --root: a missing one is a typo, never an empty study."""
+def _existing_root() -> None:
+  """report reads the runs of --root: a missing one is a typo, never an empty study."""
   root = FLAGS.root
   if not os.path.exists(root):
-    raise UsageError(f"--root={root} does not exist: check the path" + (
-        f" (a new study: mkdir {root} first, or leave --root out to use runs/)"
-        if command == "stability" else f" (tfrewind run --root={root} makes it)"))
-  if not os.path.isdir(root):
-    raise UsageError(f"--root={root} is a file, not a folder of run folders")
+    raise UsageError(f"--root={root} does not exist: check the path (tfrewind run --root={root} "
+                     f"makes it)")
+  _folder_root()
+
+
+def _folder_root() -> None:
+  """Every command that trains (run, sweep, stability) makes its --root as it writes the first
+  run folder, the same way; only a root that is a file is refused before any training."""
+  if os.path.exists(FLAGS.root) and not os.path.isdir(FLAGS.root):
+    raise UsageError(f"--root={FLAGS.root} is a file, not a folder of run folders")
 
 
 def check_report():
   if not FLAGS.reference_only:
-    _existing_root("report")
+    _existing_root()
 
 
 def cmd_report(_) -> int:
@@ -256,8 +262,7 @@ def cmd_bench(_) -> int:
 
 
 def check_stability():
-  if FLAGS["root"].present:  # the default runs/ is made, as by tfrewind run
-    _existing_root("stability")
+  _folder_root()
   base = base_hparams()
   seeds = _pick("seed", "seeds", int)
   densities = _densities()

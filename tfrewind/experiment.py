@@ -178,7 +178,7 @@ class Runner:
     entry = registries.criterion(hp.criterion)
     spec = PruneSpec.from_hparams(hp)
     name = f"{hp.criterion}_step{step}"
-    if "batches" in entry.needs:
+    if "criterion_batches" in entry.reads:
       name += f"_b{hp.criterion_batches}"
     if entry.per_density:
       rule = json.dumps([spec.kwargs(), hp.synflow_rounds], sort_keys=True).encode()
@@ -193,8 +193,10 @@ class Runner:
       with self.owner.locked(own):
         if not os.path.exists(path):
           model = training.network_at(hp, dense, snapshot, self.env)
-          batches = list(itertools.islice(iter(self.data(hp, 0, 0).train),
-                                          hp.criterion_batches))
+          stream = iter(self.data(hp, 0, 0).train)
+          fetch = entry.fetch_fn()
+          batches = (fetch(stream, model) if fetch is not None else
+                     list(itertools.islice(stream, hp.criterion_batches)))
           found = saliency.scores(model, spec, density, batches, hp.synflow_rounds)
           buffer = io.BytesIO()
           np.savez(buffer, *found)

@@ -2,10 +2,14 @@
 network trains from initialisation.
 
 The sparsity at each prune step is TF-MOT's own `PolynomialDecay(0, s_f, begin, end, power,
-frequency)`, evaluated where TF-MOT prunes (begin, begin + frequency, ..., <= end); the prune at
-step t happens before update t, as TF-MOT's wrapper masks in the forward pass of step t. Masks
-come from tfrewind.prune, so any scope, structure and weight criterion applies, with one global
-rule, and masks only shrink.
+frequency)`, evaluated where TF-MOT prunes (begin, begin + frequency, ..., <= end). Its step is
+TF-MOT's `pruning_step`, which its wrapper increments inside the forward pass before it updates
+the mask (pruning_wrapper.PruneLowMagnitude.call): the update that starts at
+optimizer.iterations = i masks with the schedule's step i + 1, and step 0 is never evaluated. So
+the prune of schedule step t happens before the update at optimizer step t - 1, and the kept
+counts after every update equal those of TF-MOT's wrapper trained in fit with
+UpdatePruningStep (tests/test_baselines.py runs both). Masks come from tfrewind.prune, so any
+scope, structure and weight criterion applies, with one global rule, and masks only shrink.
 """
 
 from typing import Dict, Optional
@@ -23,7 +27,9 @@ from tfrewind.pruning.spec import PruneSpec
 
 def densities(density: float, begin: int, end: int, every: int, power: float = 3.0
               ) -> Dict[int, float]:
-  """{prune step: density set there}, from TF-MOT's PolynomialDecay (float32, as TF-MOT)."""
+  """{TF-MOT pruning step: density set there}, from TF-MOT's PolynomialDecay (float32, as
+  TF-MOT). Its pruning step is optimizer.iterations + 1 (the module's docstring), so step 0,
+  which TF-MOT never reaches, is left out."""
   if not 0 <= begin < end or every < 1:
     raise ConfigError(f"gradual pruning needs 0 <= begin < end and every >= 1, got begin={begin} "
                       f"end={end} every={every}")
@@ -31,13 +37,15 @@ def densities(density: float, begin: int, end: int, every: int, power: float = 3
                                               frequency=every)
   out = {}
   for step in range(begin, end + 1, every):
+    if step == 0:
+      continue
     should, sparsity_t = schedule(tf.constant(step, tf.int64))
     if bool(should):
       out[step] = 1.0 - float(sparsity_t.numpy())
   return out
 
 
-class GradualCallback(rewind._StepCallback):  # pylint: disable=protected-access
+class GradualCallback(rewind.StepCallback):
   """Prunes a prunable model during its own training, to `density` by step `end`.
 
   Example:
@@ -67,12 +75,16 @@ class GradualCallback(rewind._StepCallback):  # pylint: disable=protected-access
                         "before compiling")
     spe = getattr(self.model, "_steps_per_execution", None)
     spe = int(spe.numpy()) if spe is not None else 1
-    if spe > 1 and any(s % spe for s in self.densities):
-      raise ConfigError(f"gradual prune steps must be multiples of steps_per_execution={spe}: "
-                        f"make --gradual_begin and --gradual_every multiples of it")
+    if spe > 1 and any((s - 1) % spe for s in self.densities):
+      # A prune lands before the update at optimizer step (prune step - 1): a callback sees
+      # only the first step of each compiled call.
+      raise ConfigError(f"gradual prunes before the update at optimizer step (prune step - 1), "
+                        f"which must be a multiple of steps_per_execution={spe}: make "
+                        f"--gradual_begin one more than a multiple of it and --gradual_every a "
+                        f"multiple of it")
 
   def on_train_batch_begin(self, batch, logs=None):
-    step = self._step(batch)
+    step = self._step(batch) + 1  # TF-MOT's pruning_step of this update
     if step in self.densities:
       achieved = target_lib.prune(self.model, self.densities[step], self.prune)
       if self.verbose >= 2:

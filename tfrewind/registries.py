@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from tfrewind.errors import ConfigError
+from tfrewind.pruning import controls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,16 +80,33 @@ class Criterion:
   reads: Tuple[str, ...] = ()
   per_density: bool = False
   colour: str = ""  # of its series in the report (default: the method's, or grey for a control)
+  # fetch: how it draws its data from the training stream, `fn(batches, model) -> [(x, y)]`
+  #   (default: the first --criterion_batches batches); "module:function" as for score.
+  fetch: Union[str, Callable[..., list], None] = None
+  # keep: its own keep rule, `fn(scores, density) -> masks` over the kernels not kept dense,
+  #   in place of the structure's (only with one global unstructured prune).
+  keep: Union[str, Callable[..., List[np.ndarray]], None] = None
 
   @property
   def scores_model(self) -> bool:
     return "model" in self.needs
 
   def score_fn(self) -> Callable[..., List[np.ndarray]]:
-    if isinstance(self.score, str):
-      module, _, name = self.score.partition(":")
-      return getattr(importlib.import_module(module), name)
-    return self.score
+    return _resolved(self.score)
+
+  def fetch_fn(self) -> Optional[Callable[..., list]]:
+    return None if self.fetch is None else _resolved(self.fetch)
+
+  def keep_fn(self) -> Optional[Callable[..., List[np.ndarray]]]:
+    return None if self.keep is None else _resolved(self.keep)
+
+
+def _resolved(fn):
+  """A callable, or "module:function" imported on first use (keeps this table TF-free)."""
+  if isinstance(fn, str):
+    module, _, name = fn.partition(":")
+    return getattr(importlib.import_module(module), name)
+  return fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,6 +374,14 @@ CRITERIA["grasp"] = Criterion(
     "grasp", "GraSP (Wang et al. 2020): keeps the lowest -w * (H g) over --criterion_batches "
     "batches (logits / 200, as its code)", "GraSP", "tfrewind.pruning.saliency:grasp",
     needs=("model", "batches"), reads=("criterion_batches",), colour="tab:olive")
+CRITERIA["grasp_code"] = Criterion(
+    "grasp_code", "GraSP as its released code (alecwangcq/GraSP, pruner/GraSP.py): BatchNorm in "
+    "training mode, every Dense kernel re-drawn (xavier_normal) for scoring, 10 training samples "
+    "per class in two halves, and its keep rule (int() of the count to remove, scores <= the "
+    "threshold kept); needs one global unstructured prune", "GraSP (code)",
+    "tfrewind.pruning.saliency:grasp_code", needs=("model", "batches"), colour="olive",
+    fetch="tfrewind.pruning.saliency:grasp_code_samples",
+    keep="tfrewind.pruning.masks:grasp_code_keep")
 CRITERIA["synflow"] = Criterion(
     "synflow", "SynFlow (Tanaka et al. 2020): data-free, --synflow_rounds prunes on |w| with an "
     "all-ones input, densities falling exponentially to the target", "SynFlow",
@@ -364,31 +390,11 @@ CRITERIA["synflow"] = Criterion(
 
 
 # The reproduction's controls (its pruning/tools.py), each in one pruned kernel.
-def _shuffle_masks(kernel, mask, rng):
-  """Weights intact, the mask's positions permuted."""
-  return kernel, rng.permutation(mask.reshape(-1)).reshape(mask.shape)
-
-
-def _shuffle_weights(kernel, mask, rng):
-  """The mask intact, the kept weights' values permuted among the kept positions."""
-  kernel = kernel.copy()
-  kept = mask > 0
-  kernel[kept] = rng.permutation(kernel[kept])
-  return kernel, mask
-
-
-def _shuffle_layers(kernel, mask, rng):
-  """Weights and mask permuted together (one permutation)."""
-  order = rng.permutation(mask.size)
-  return (kernel.reshape(-1)[order].reshape(kernel.shape),
-          mask.reshape(-1)[order].reshape(mask.shape))
-
-
 for _entry in (
     Control("shuffle_masks", "control: each pruned kernel's mask permuted, weights kept",
-            "shuffled masks", _shuffle_masks, "dimgrey"),
+            "shuffled masks", controls.shuffle_masks, "dimgrey"),
     Control("shuffle_weights", "control: each kernel's kept weights permuted among its kept "
-            "positions", "shuffled weights", _shuffle_weights, "darkgrey"),
+            "positions", "shuffled weights", controls.shuffle_weights, "darkgrey"),
     Control("shuffle_layers", "control: each kernel's weights and mask permuted together",
-            "shuffled layers", _shuffle_layers, "lightslategrey")):
+            "shuffled layers", controls.shuffle_layers, "lightslategrey")):
   CONTROLS[_entry.name] = _entry

@@ -28,7 +28,7 @@ from tfrewind.snapshots import Snapshot
 from tfrewind.errors import ConfigError
 
 
-class _StepCallback(keras.callbacks.Callback):
+class StepCallback(keras.callbacks.Callback):
   """Knows the optimizer step of every batch with one device read per epoch, not per batch."""
 
   def on_epoch_begin(self, epoch, logs=None):
@@ -42,7 +42,7 @@ class _StepCallback(keras.callbacks.Callback):
     return self._epoch_step + batch - self._epoch_first_batch
 
 
-class SnapshotCallback(_StepCallback):
+class SnapshotCallback(StepCallback):
   """Takes a Snapshot when optimizer.iterations reaches `step` (and saves it to `path`).
 
   For training a dense network once, so that many RewindCallbacks with
@@ -63,7 +63,7 @@ class SnapshotCallback(_StepCallback):
         self.snapshot.save(self.path)
 
 
-class RewindCallback(_StepCallback):
+class RewindCallback(StepCallback):
   """Trains dense, then prunes and retrains once per round of `schedule`.
 
   Example:

@@ -358,3 +358,31 @@ def n_m_masks(weights: Sequence[np.ndarray], n: int, m: int,
     keep = np.moveaxis(keep.reshape(np.moveaxis(s, -1, 0).shape), 0, -1)
     out.append((keep & (old > 0)).astype(np.float32))
   return out
+
+
+def grasp_code_keep(scores: List[np.ndarray], density: float) -> List[np.ndarray]:
+  """GraSP's released keep rule, in float32 as its code: the scores -w * Hg (here -s) divided
+  by |their sum| + 1e-10; k = int(n * (1 - keep_ratio)) with keep_ratio = 1 - (1 - density),
+  the k-th largest the threshold, and every score <= it kept (so k - 1 go, ties aside). The
+  sum's order differs from PyTorch's, which moves the divisor by a rounding at most."""
+  code = [(-np.asarray(x)).astype(np.float32) for x in scores]
+  flat = np.concatenate([c.ravel() for c in code])
+  norm = np.float32(abs(flat.sum(dtype=np.float32))) + np.float32(1e-10)
+  remove = int(flat.size * (1 - (1 - (1 - float(density)))))
+  if remove == 0:  # torch.topk(x, 0)[-1] fails; nothing goes
+    return [np.ones(c.shape, np.float32) for c in code]
+  threshold = np.sort(flat / norm)[-remove]
+  return [((c / norm) <= threshold).astype(np.float32) for c in code]
+
+
+def kept_by(keep, criterion: str, density: float, rule, scores, old, fixed) -> List[np.ndarray]:
+  """The masks of a criterion with a keep rule of its own (`keep(scores, density)` over the
+  kernels not kept dense; GraSP's code): `rule` must be (scope, structure) = one global
+  unstructured prune. Kernels kept dense keep their masks; masks only shrink."""
+  if tuple(rule) != ("global", "unstructured") or scores is None:
+    raise ConfigError(f"criterion {criterion!r} keeps weights by its own global rule: use "
+                      f"--scope=global --structure=unstructured, and pass its scores")
+  free = [i for i, f in enumerate(fixed) if not f]
+  got = iter(keep([np.asarray(scores[i]) for i in free], check_density(density)))
+  return [np.asarray(old[i], np.float32) if f else np.minimum(next(got), old[i]).astype(
+      np.float32) for i, f in enumerate(fixed)]

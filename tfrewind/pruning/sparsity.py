@@ -246,6 +246,9 @@ def new_masks(model, density: float, scope: str = "global", structure: str = "un
     require_channel_norms(model)
   entry = registries.structure(structure)
   fixed = kept_dense(model, keep_dense)
+  keep = registries.criterion(criterion).keep_fn()
+  if keep is not None:  # its own rule (GraSP's code)
+    return masks_lib.kept_by(keep, criterion, density, (scope, structure), scores, old, fixed)
   if structure in masks_lib.FILTER_STRUCTURES:
     if keep_dense is not None:
       raise ConfigError(f"--keep_dense with --structure={structure}: Li et al.'s layer lists "
