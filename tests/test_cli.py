@@ -192,6 +192,7 @@ BAD = [
     (["--rewind_step=5ep"], "rewind_step"),
     (["--methods=prune_harder"], "not a method"),
     (["--schedule=cosine"], "schedule"),
+    (["--criterion=grasp_code", "--scope=layerwise"], "keeps by its own global rule"),
     (["--train_steps=ten"], "not a step count"),
     (["--lr_boundaries=900it"], "lr_boundaries"),
     (["--dataset=mnist"], "dataset"),

@@ -178,7 +178,7 @@ class Runner:
     entry = registries.criterion(hp.criterion)
     spec = PruneSpec.from_hparams(hp)
     name = f"{hp.criterion}_step{step}"
-    if "criterion_batches" in entry.reads:
+    if "batches" in entry.needs and entry.fetch is None:
       name += f"_b{hp.criterion_batches}"
     if entry.per_density:
       rule = json.dumps([spec.kwargs(), hp.synflow_rounds], sort_keys=True).encode()
