@@ -266,10 +266,8 @@ class HParams:
       registries.control(self.control)
     if self.target == "macs" and (self.by_level or registries.structure(self.structure).density):
       raise ConfigError(f"--target=macs sets a density: --structure={self.structure} sets its own")
-    if registries.criterion(self.criterion).keep and (self.scope, self.structure) != (
-        "global", "unstructured"):
-      raise ConfigError(f"--criterion={self.criterion} keeps by its own global rule: use "
-                        f"--scope=global --structure=unstructured")
+    if registries.criterion(self.criterion).keep:
+      masks_lib.check_own_keep(self.criterion, self.scope, self.structure)
     structure_check = registries.structure(self.structure).check
     if structure_check is not None:
       structure_check(self)

@@ -375,13 +375,20 @@ def grasp_code_keep(scores: List[np.ndarray], density: float) -> List[np.ndarray
   return [((c / norm) <= threshold).astype(np.float32) for c in code]
 
 
+def check_own_keep(criterion: str, scope: str, structure: str) -> None:
+  """A criterion with its own keep rule (GraSP's code) prunes once, globally, unstructured."""
+  if (scope, structure) != ("global", "unstructured"):
+    raise ConfigError(f"--criterion={criterion} keeps by its own global rule: use "
+                      f"--scope=global --structure=unstructured")
+
+
 def kept_by(keep, criterion: str, density: float, rule, scores, old, fixed) -> List[np.ndarray]:
   """The masks of a criterion with a keep rule of its own (`keep(scores, density)` over the
   kernels not kept dense; GraSP's code): `rule` must be (scope, structure) = one global
   unstructured prune. Kernels kept dense keep their masks; masks only shrink."""
-  if tuple(rule) != ("global", "unstructured") or scores is None:
-    raise ConfigError(f"criterion {criterion!r} keeps weights by its own global rule: use "
-                      f"--scope=global --structure=unstructured, and pass its scores")
+  check_own_keep(criterion, *rule)
+  if scores is None:
+    raise ConfigError(f"criterion {criterion!r} keeps weights by its scores: pass them")
   free = [i for i, f in enumerate(fixed) if not f]
   got = iter(keep([np.asarray(scores[i]) for i in free], check_density(density)))
   return [np.asarray(old[i], np.float32) if f else np.minimum(next(got), old[i]).astype(

@@ -7,6 +7,7 @@ BatchNorm runs in inference mode throughout, as the reproduction's snip_salience
 model; every variable the scoring touches is restored bitwise.
 """
 
+import contextlib
 import dataclasses
 from typing import List, Optional, Sequence
 
@@ -71,6 +72,17 @@ def _summed_gradients(model, batches, temperature: float = 1.0, training: bool =
       loss = _loss(model, x, y, temperature, training)
     total = [t + g for t, g in zip(total, tape.gradient(loss, kernels))]
   return kernels, total
+
+
+@contextlib.contextmanager
+def _restored(model):
+  """Every variable of `model` (masks, moving statistics too) put back bitwise on exit."""
+  saved = [v.numpy() for v in model.variables]
+  try:
+    yield
+  finally:
+    for v, value in zip(model.variables, saved):
+      v.assign(value)
 
 
 def _hessian_gradient(model, kernels, g, batches, training: bool = False):
@@ -138,8 +150,7 @@ def grasp_code(model, context: Context) -> List[np.ndarray]:
   products (logits / 200). Returns w * Hg, as `grasp`; the entry's keep rule is the code's.
   Every variable (moving statistics, the classifier) is restored bitwise."""
   kernels = _kernels(model)
-  saved = [v.numpy() for v in model.variables]
-  try:
+  with _restored(model):
     for k in kernels:
       if k.shape.rank == 2:
         fan_in, fan_out = k.shape
@@ -148,16 +159,14 @@ def grasp_code(model, context: Context) -> List[np.ndarray]:
     _, g = _summed_gradients(model, context.batches, GRASP_TEMPERATURE, training=True)
     hg = _hessian_gradient(model, kernels, g, context.batches, training=True)
     return [(k * h).numpy().astype(np.float64) for k, h in zip(kernels, hg)]
-  finally:
-    for v, value in zip(model.variables, saved):
-      v.assign(value)
 
 
 def synflow(model, context: Context) -> List[np.ndarray]:
   """Tanaka et al. (2020): every variable made |v| (BatchNorm statistics too, as its code
   linearises the whole state), then `rounds` times: R = sum of the output for an all-ones
-  input (BatchNorm in inference mode; a batch of two equal rows, the gradient halved), scores |dR/dw * w| of the masked weights, and a prune
-  to the next density of an exponential schedule from the current density to the target.
+  input (BatchNorm in inference mode; a batch of two equal rows, the gradient halved), scores
+  |dR/dw * w| of the masked weights, and a prune to the next density of an exponential
+  schedule from the current density to the target.
 
   Returns scores whose highest under the current masks are exactly the final round's kept
   weights (the others -inf), so one prune to `density` with them sets SynFlow's masks.
@@ -165,7 +174,6 @@ def synflow(model, context: Context) -> List[np.ndarray]:
   spec, target, rounds = context.spec, float(context.density), int(context.rounds)
   args = {k: v for k, v in spec.kwargs().items() if k not in ("control", "target")}
   pvars = sparsity._pruning_vars(model)  # pylint: disable=protected-access
-  saved = [v.numpy() for v in model.variables]
   start = sparsity.density(model, spec.keep_dense)
   # Two identical all-ones rows, not one: TF 2.21's oneDNN filter-gradient kernel corrupts
   # memory for a batch of 1 at small widths (a width-4 ResNet-20 aborts the process). Two rows
@@ -174,7 +182,7 @@ def synflow(model, context: Context) -> List[np.ndarray]:
   # SynFlow masks at 0.3, 0.1 and 0.03 are the batch-of-1 masks, bitwise.
   ones = tf.ones([2, *model.input_shape[1:]])
   kernels = [w for w, _, _ in pvars]
-  try:
+  with _restored(model):
     for v in model.variables:
       if v.dtype.is_floating:
         v.assign(tf.abs(v))
@@ -188,7 +196,4 @@ def synflow(model, context: Context) -> List[np.ndarray]:
                                **args)
       for (_, mask, _), m in zip(pvars, new):
         mask.assign(m)
-  finally:
-    for v, value in zip(model.variables, saved):
-      v.assign(value)
   return [np.where(a > 0, s, -np.inf) for a, s in zip(alive, last)]
