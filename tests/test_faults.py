@@ -94,7 +94,9 @@ def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
   model.optimizer.iterations.assign(0)
   assert checkpoints.restore_backup(ckpt, manager)
   assert int(model.optimizer.iterations.numpy()) == 10
-  assert any(newest in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+  assert any(newest in r.getMessage() and "is corrupt: setting it aside as ckpt-20.corrupt; "
+             "resuming from the checkpoint before it" in r.getMessage() for r in caplog.records)
+  assert glob.glob(newest + ".corrupt.index") and not glob.glob(newest + ".index")
 
 
 @pytest.mark.slow

@@ -51,7 +51,8 @@ def root(tmp_path):
 
 def test_aggregation_is_exact(root):
   runs, dense, counts = aggregate.collect(root)
-  assert counts == {"finished": 12, "unfinished": 1, "failed": ["diverged"], "no_best": 0}
+  assert counts == {"finished": 12, "unfinished": 1, "failed": ["diverged"], "no_best": 0,
+                    "unreadable": []}
   assert len(dense) == 3 and len(runs) == 9
   table = aggregate.summarize(runs).set_index("method")
   ft = table.loc["finetune"]

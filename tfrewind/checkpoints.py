@@ -5,10 +5,13 @@ hold model and optimizer; a corrupt or mismatched one raises CheckpointError, an
 callers decide: resume from an earlier one, retrain, or tell the user what to delete.
 """
 
+import os
 from typing import Optional
 
 import tensorflow as tf
-from absl import logging
+
+from tfrewind import store
+from tfrewind.errors import ConfigError
 
 
 class CheckpointError(ValueError):
@@ -19,12 +22,24 @@ class CheckpointError(ValueError):
     self.path, self.cause = path, cause
 
 
+class Unreadable(ConfigError):
+  """Another run's checkpoint that a phase starts from (a finished run's final/, a longer
+  budget's tap in shared/) cannot be read. The Runner sets its folder aside and retrains what
+  it held (tfrewind.experiment.Runner.branch); anywhere else it is one line."""
+
+  def __init__(self, error: CheckpointError):
+    super().__init__(f"{error}: delete the result.json beside it to retrain that run")
+    self.folder = os.path.dirname(error.path)  # final/ or shared/
+    self.run = os.path.dirname(self.folder)
+
+
 def read(checkpoint: tf.train.Checkpoint, path: str) -> None:
   """Restores `path` into `checkpoint`'s objects, every one of them matched."""
   try:
     # expect_partial: the manager's save_counter is in the file, not in our objects
     checkpoint.read(path).assert_existing_objects_matched().expect_partial()
-  except (tf.errors.OpError, ValueError, AssertionError) as e:
+  except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+    # IndexError: a truncated data file ("Read less bytes than requested")
     raise CheckpointError(path, type(e).__name__) from None
 
 
@@ -33,25 +48,31 @@ def newest_step(manager) -> Optional[int]:
   return int(manager.latest_checkpoint.rsplit("-", 1)[1]) if manager.latest_checkpoint else None
 
 
-def restore_final(checkpoint, paths, model, end) -> bool:
-  """Restores a run's final checkpoint; True if it holds the phase's last step."""
+def restore_final(checkpoint, paths, model, end) -> Optional[bool]:
+  """Restores a run's final checkpoint: True if it holds the phase's last step, False if there
+  is none (or another step), None if it was corrupt (set aside; `checkpoint`'s objects may
+  then hold part of it)."""
   if not tf.io.gfile.exists(paths.final_ckpt + ".index"):
     return False
   try:
     read(checkpoint, paths.final_ckpt)
-  except CheckpointError as e:
-    logging.warning("final checkpoint %s is unreadable (%s): retraining", e.path, e.cause)
-    return False
+  except CheckpointError:
+    store.set_aside(paths.final, "retraining the run from its last good state")
+    return None
   return int(model.optimizer.iterations.numpy()) == end
 
 
-def restore_backup(checkpoint, manager) -> bool:
-  """Restores the newest readable epoch checkpoint; warns about and skips corrupt ones."""
-  for path in reversed(manager.checkpoints):
+def restore_backup(checkpoint, manager) -> Optional[bool]:
+  """Restores the newest readable epoch checkpoint, setting corrupt ones aside: True if one
+  was restored, False if there was none, None if every one was corrupt (the objects may then
+  hold part of one)."""
+  paths = list(manager.checkpoints)
+  for i, path in enumerate(reversed(paths)):
     try:
       read(checkpoint, path)
       return True
-    except CheckpointError as e:
-      logging.warning("checkpoint %s is unreadable (%s): resuming from an earlier state",
-                      path, e.cause)
-  return False
+    except CheckpointError:
+      earlier = i + 1 < len(paths)
+      store.set_aside(path, "resuming from the checkpoint before it" if earlier else
+                      "training the phase again from its start")
+  return None if paths else False

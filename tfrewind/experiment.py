@@ -26,6 +26,7 @@ import numpy as np
 
 from absl import logging
 
+from tfrewind import checkpoints
 from tfrewind import data as data_lib
 from tfrewind import gradual
 from tfrewind import hparams as hp_lib
@@ -102,8 +103,7 @@ class Runner:
     with self.owner.locked(own):
       if not _readable_snapshot(own.snapshot(step)):
         if os.path.exists(own.snapshot(step)):
-          logging.warning("snapshot %s is corrupt: setting it aside", own.snapshot(step))
-          os.replace(own.snapshot(step), own.snapshot(step) + ".corrupt")
+          store.set_aside(own.snapshot(step), "replaying the dense run to that step")
         logging.warning("dense run %s has no snapshot of step %d: retraining its trunk from "
                         "initialisation to step %d (%d of its %d steps; bitwise the same with "
                         "--deterministic)", own.dir, step, step, step + 1, hp.cycle_steps)
@@ -111,7 +111,28 @@ class Runner:
     return own.snapshot(step)
 
   def branch(self, hp: hp_lib.HParams, round_: Optional[int] = None) -> store.RunPaths:
-    """Trains (or finds) retraining round `round_` (default: the last) of `hp`'s branch."""
+    """Trains (or finds) retraining round `round_` (default: the last) of `hp`'s branch.
+
+    A checkpoint it starts from that cannot be read (the dense run's or the previous round's
+    final/, a longer budget's tap) is set aside and what held it is redone: that run trains
+    again (its epoch checkpoints went when it finished: from its start, bitwise the same with
+    --deterministic), or this branch trains alone."""
+    try:
+      return self._branch(hp, round_)
+    except checkpoints.Unreadable as e:
+      self._redo(e)
+      return self._branch(hp, round_)
+
+  def _redo(self, error: checkpoints.Unreadable) -> None:
+    """Sets the unreadable folder aside under its run's lock, and makes that run unfinished."""
+    paths = self.owner.own(store.RunPaths(error.run))
+    with self.owner.locked(paths):
+      if os.path.exists(error.folder):
+        store.set_aside(error.folder, f"{os.path.basename(paths.dir)} is done again")
+      if os.path.exists(paths.result):  # whole, but of a network that is gone
+        os.replace(paths.result, paths.result + ".redone")
+
+  def _branch(self, hp: hp_lib.HParams, round_: Optional[int] = None) -> store.RunPaths:
     round_ = len(hp.densities) if round_ is None else round_
     paths = store.branch_paths(self.env.root, hp, round_)
     if self.owner.finished(paths):
@@ -185,24 +206,27 @@ class Runner:
       name += f"_d{density:.6g}_{hashlib.sha256(rule).hexdigest()[:8]}"
     dense = self.dense(hp)
     path = os.path.join(dense.dir, "scores", f"{name}.npz")
-    if not os.path.exists(path):
-      # Before the lock: a missing snapshot is replayed under it.
-      snapshot = self._snapshot(hp, step) if step < hp.cycle_steps else None
-      own = self.owner.own(store.dense_paths(self.env.root, hp))
-      path = os.path.join(own.dir, "scores", f"{name}.npz")
-      with self.owner.locked(own):
-        if not os.path.exists(path):
-          model = training.network_at(hp, dense, snapshot, self.env)
-          stream = iter(self.data(hp, 0, 0).train)
-          fetch = entry.fetch_fn()
-          batches = (fetch(stream, model) if fetch is not None else
-                     list(itertools.islice(stream, hp.criterion_batches)))
-          found = saliency.scores(model, spec, density, batches, hp.synflow_rounds)
-          buffer = io.BytesIO()
-          np.savez(buffer, *found)
-          store.atomic_write(path, buffer.getvalue())
-    with np.load(path) as data:
-      return [data[f"arr_{i}"] for i in range(len(data.files))]
+    found = _arrays(path)
+    if found is not None:
+      return found
+    # Before the lock: a missing snapshot is replayed under it.
+    snapshot = self._snapshot(hp, step) if step < hp.cycle_steps else None
+    own = self.owner.own(store.dense_paths(self.env.root, hp))
+    path = os.path.join(own.dir, "scores", f"{name}.npz")
+    with self.owner.locked(own):
+      if os.path.exists(path) and _arrays(path) is None:
+        store.set_aside(path, "computing the scores again")
+      if not os.path.exists(path):
+        model = training.network_at(hp, dense, snapshot, self.env)
+        stream = iter(self.data(hp, 0, 0).train)
+        fetch = entry.fetch_fn()
+        batches = (fetch(stream, model) if fetch is not None else
+                   list(itertools.islice(stream, hp.criterion_batches)))
+        found = saliency.scores(model, spec, density, batches, hp.synflow_rounds)
+        buffer = io.BytesIO()
+        np.savez(buffer, *found)
+        store.atomic_write(path, buffer.getvalue())
+    return _arrays(path)
 
   def run(self, hp: hp_lib.HParams, progress=None) -> List[store.RunPaths]:
     """Every round of `hp`'s branch (and its dense run), in order: their run folders.
@@ -245,6 +269,17 @@ class Runner:
                          # its budget, and the epoch it resumes in
                          epochs=-(-max(hp.cycle_steps, hp.to_steps("retrain") or 0)
                                   // hp.steps_per_epoch()) + 1)
+
+
+def _arrays(path) -> Optional[List[np.ndarray]]:
+  """The arrays of a scores file, or None if it is missing or cannot be read whole."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path) as data:
+      return [data[f"arr_{i}"] for i in range(len(data.files))]
+  except Exception:  # pylint: disable=broad-except  (zip, npz and IO errors alike)
+    return None
 
 
 def _readable_snapshot(path) -> bool:

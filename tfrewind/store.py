@@ -84,9 +84,10 @@ class RunPaths:
     return os.path.join(self.dir, "snapshots", f"step_{step}.npz")
 
   def finished(self) -> bool:
-    """True if result.json exists and is whole. Reading moves nothing: a corrupt one is set
-    aside by `remove_leftovers`, under the run's lock."""
-    return read_json(self.result) is not None
+    """True if result.json and hparams.json exist and are whole. Reading moves nothing: a
+    corrupt one is set aside by `remove_leftovers`, under the run's lock, and the run redone
+    from its last good state (a finished one: measured again from its final checkpoint)."""
+    return read_json(self.result) is not None and read_json(self.hparams) is not None
 
 
 def _fmt(x: float) -> str:
@@ -218,6 +219,26 @@ def replace_dir(tmp: str, final: str) -> None:
   shutil.rmtree(old, ignore_errors=True)
 
 
+def set_aside(path: str, then: str) -> str:
+  """Renames an unreadable file, folder or checkpoint (`path` a prefix: its .index and .data
+  files) to <path>.corrupt (.corrupt-2, ...), so that nothing reads it again and a person can
+  still inspect it; one warning line says what happens next. Returns the new name. Called
+  under the lock of the run folder that holds it."""
+  import glob  # pylint: disable=g-import-not-at-top
+  new, n = f"{path}.corrupt", 1
+  while glob.glob(glob.escape(new) + "*"):
+    n += 1
+    new = f"{path}.corrupt-{n}"
+  if os.path.exists(path):
+    os.replace(path, new)
+  else:  # a checkpoint prefix
+    for member in glob.glob(glob.escape(path) + ".*"):
+      if ".corrupt" not in member[len(path):]:
+        os.replace(member, new + member[len(path):])
+  logging.warning("%s is corrupt: setting it aside as %s; %s", path, os.path.basename(new), then)
+  return new
+
+
 def remove_leftovers(paths: RunPaths) -> None:
   """Deletes what a killed writer left half-done (temporary files and folders), and sets a
   corrupt result.json aside.
@@ -227,9 +248,9 @@ def remove_leftovers(paths: RunPaths) -> None:
   """
   import glob  # pylint: disable=g-import-not-at-top
   if os.path.exists(paths.result) and read_json(paths.result) is None:
-    logging.warning("result file %s is corrupt: redoing the run from its last good state",
-                    paths.result)
-    os.replace(paths.result, f"{paths.result}.corrupt")
+    set_aside(paths.result, "redoing the run from its last good state")
+  if os.path.exists(paths.hparams) and read_json(paths.hparams) is None:
+    set_aside(paths.hparams, "writing it again")
   # backup/ckpt-N_temp*: TensorFlow's checkpoint writer died mid-save (a kill, a full disk);
   # its manager never listed it, so resuming ignores it, but it holds the disk.
   for pattern in ("*.tmp-*", "final.tmp-*", "final.old-*", os.path.join("snapshots", "*.tmp-*"),

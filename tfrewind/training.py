@@ -120,6 +120,13 @@ def _fresh_model(hp: hp_lib.HParams, round_: int, env: Env):
   return build(hp, env.strategy, env.jit_compile, env.steps_per_execution)
 
 
+def _state(hp, paths, stream: int, env: Env):
+  """The phase's fresh network, its checkpoint and the manager of its epoch checkpoints."""
+  model = _fresh_model(hp, stream, env)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  return model, checkpoint, tf.train.CheckpointManager(checkpoint, paths.backup, max_to_keep=2)
+
+
 def train_phase(hp: hp_lib.HParams, paths: store.RunPaths, phase: Phase, env: Env,
                 data: DataFn, dense_run: str) -> None:
   """Trains `phase` into `paths` (resuming what is there) and writes its result."""
@@ -157,18 +164,21 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
         "imports": list(registries.IMPORTED)})
   logging.info("%s run %s", phase.kind, paths.dir)
   stream = phase.round if phase.stream is None else phase.stream
-  model = _fresh_model(hp, stream, env)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-  manager = tf.train.CheckpointManager(checkpoint, paths.backup, max_to_keep=2)
-  if checkpoints.restore_final(checkpoint, paths, model, phase.end):
+  model, checkpoint, manager = _state(hp, paths, stream, env)
+  final = checkpoints.restore_final(checkpoint, paths, model, phase.end)
+  if final:
     # Trained, but its result was lost (a kill between the two writes, or a corrupt file).
     finish(hp, paths, model, checkpoint, data(hp, stream, 0), phase.kind, t0, phase.shared)
     return
-  if not checkpoints.restore_backup(checkpoint, manager) and phase.initial is not None:
+  backup = checkpoints.restore_backup(checkpoint, manager)
+  if not backup and (final is None or backup is None):
+    # A corrupt file may have been read in part: start again from the phase's own start.
+    model, checkpoint, manager = _state(hp, paths, stream, env)
+  if not backup and phase.initial is not None:
     try:
       checkpoints.read(checkpoint, phase.initial)
     except checkpoints.CheckpointError as e:
-      raise ConfigError(f"{e}: delete the result.json beside it to retrain that run") from None
+      raise checkpoints.Unreadable(e) from None
   step = int(model.optimizer.iterations.numpy())
   if step < phase.start and (phase.kind != "dense" or step != 0):
     raise RuntimeError(f"{paths.dir}: starts at step {step}, expected {phase.start}")
@@ -305,8 +315,7 @@ def load_final(hp: hp_lib.HParams, paths: store.RunPaths, env: Optional[Env] = N
   try:
     checkpoints.read(checkpoint, paths.final_ckpt)
   except checkpoints.CheckpointError as e:
-    raise ConfigError(f"{e}: delete {paths.result} and rerun tfrewind run to redo this "
-                     f"run") from None
+    raise checkpoints.Unreadable(e) from None
   return model
 
 

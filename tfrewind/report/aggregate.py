@@ -26,11 +26,15 @@ from tfrewind.report.stats import RUN_KEYS, select_budget, stats
 from tfrewind.errors import ConfigError
 
 
-def _read(path):
+def _read(path, counts=None):
+  """The JSON in `path`, or None; a file that is there but cannot be read whole (torn or
+  damaged) is listed in counts["unreadable"]."""
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
   except (OSError, ValueError):
+    if counts is not None and os.path.exists(path):
+      counts["unreadable"].append(path)
     return None
 
 
@@ -48,15 +52,15 @@ def collect(root: str, metric: str = "final") -> Tuple[pd.DataFrame, pd.DataFram
   if metric not in METRICS:
     raise ConfigError(f"unknown metric {metric!r}: use final or best")
   rows, dense = [], {}
-  counts = {"finished": 0, "unfinished": 0, "failed": [], "no_best": 0}
+  counts = {"finished": 0, "unfinished": 0, "failed": [], "no_best": 0, "unreadable": []}
   for folder in sorted(glob.glob(os.path.join(root, "*", ""))):
     name = os.path.basename(os.path.dirname(folder))
     if name.startswith("."):
       continue  # multi-worker copies
-    meta = _read(os.path.join(folder, "hparams.json"))
+    meta = _read(os.path.join(folder, "hparams.json"), counts)
     if meta is None:
       continue
-    result = _read(os.path.join(folder, "result.json"))
+    result = _read(os.path.join(folder, "result.json"), counts)
     if result is None:  # a finished rerun of a failed run counts as finished
       if os.path.exists(os.path.join(folder, "failed.json")):
         counts["failed"].append(name)

@@ -78,6 +78,9 @@ def main(root: str, out: str, reference_only: bool = False, metric: str = "final
     return 0
 
   runs, dense, counts = aggregate.collect(root, metric)
+  for path in counts["unreadable"]:
+    print(f"skipped {path}: it cannot be read whole; tfrewind run sets it aside and redoes "
+          f"that run")
   if not (counts["finished"] or counts["unfinished"] or counts["failed"]):
     print(f"no run folders under {root}: nothing to report (tfrewind run --root={root} "
           f"writes them)")
