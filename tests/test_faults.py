@@ -92,7 +92,11 @@ def test_corrupt_backup_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
     f.seek(8)
     f.write(b"\xff" * 64)
   model.optimizer.iterations.assign(0)
-  assert checkpoints.restore_backup(ckpt, manager)
+  assert checkpoints.restore_backup(ckpt, manager) is None  # set aside: build the objects again
+  model = training.build(hp)
+  ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(root, "b"), max_to_keep=2)
+  assert checkpoints.restore_backup(ckpt, manager) is True
   assert int(model.optimizer.iterations.numpy()) == 10
   assert any(newest in r.getMessage() and "is corrupt: setting it aside as ckpt-20.corrupt; "
              "resuming from the checkpoint before it" in r.getMessage() for r in caplog.records)

@@ -63,16 +63,16 @@ def restore_final(checkpoint, paths, model, end) -> Optional[bool]:
 
 
 def restore_backup(checkpoint, manager) -> Optional[bool]:
-  """Restores the newest readable epoch checkpoint, setting corrupt ones aside: True if one
-  was restored, False if there was none, None if every one was corrupt (the objects may then
-  hold part of one)."""
-  paths = list(manager.checkpoints)
-  for i, path in enumerate(reversed(paths)):
-    try:
-      read(checkpoint, path)
-      return True
-    except CheckpointError:
-      earlier = i + 1 < len(paths)
-      store.set_aside(path, "resuming from the checkpoint before it" if earlier else
-                      "training the phase again from its start")
-  return None if paths else False
+  """Restores the newest epoch checkpoint: True if it was read, False if there is none, None
+  if it was corrupt (set aside). After None, `checkpoint`'s objects may hold part of it and
+  restores pending from it: build them again, and call again for the one before."""
+  present = [p for p in manager.checkpoints if tf.io.gfile.exists(p + ".index")]
+  if not present:
+    return False
+  try:
+    read(checkpoint, present[-1])
+    return True
+  except CheckpointError:
+    store.set_aside(present[-1], "resuming from the checkpoint before it" if len(present) > 1
+                    else "training the phase again from its start")
+    return None

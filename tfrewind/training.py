@@ -170,10 +170,12 @@ def _train_phase(hp, paths, phase, env, data, dense_run):
     # Trained, but its result was lost (a kill between the two writes, or a corrupt file).
     finish(hp, paths, model, checkpoint, data(hp, stream, 0), phase.kind, t0, phase.shared)
     return
-  backup = checkpoints.restore_backup(checkpoint, manager)
-  if not backup and (final is None or backup is None):
-    # A corrupt file may have been read in part: start again from the phase's own start.
+  if final is None:  # read in part, with restores pending from it: built again
     model, checkpoint, manager = _state(hp, paths, stream, env)
+  backup = checkpoints.restore_backup(checkpoint, manager)
+  while backup is None:  # likewise, then the checkpoint before it (or the phase's start)
+    model, checkpoint, manager = _state(hp, paths, stream, env)
+    backup = checkpoints.restore_backup(checkpoint, manager)
   if not backup and phase.initial is not None:
     try:
       checkpoints.read(checkpoint, phase.initial)
