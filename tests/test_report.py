@@ -172,3 +172,17 @@ def test_metric_best_takes_the_best_epoch_end_test_accuracy_and_counts_runs_with
   assert report_cli.main(r, out, metric="best") == 0
   md = open(os.path.join(out, "report.md")).read()
   assert "best epoch-end test accuracy (--metric=best" in md and "1 runs without it" in md
+
+
+def test_a_damaged_result_or_hparams_file_is_skipped_with_one_line(root, tmp_path, capsys):
+  results_path = os.path.join(root, "finetune_s1", "result.json")
+  hparams_path = os.path.join(root, "lr_rewind_s2", "hparams.json")
+  for path in (results_path, hparams_path):
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  assert report_cli.main(root, str(tmp_path / "rep")) == 0
+  out = capsys.readouterr().out
+  skipped = [l for l in out.splitlines() if l.startswith("skipped ")]
+  assert skipped == [f"skipped {p}: it cannot be read whole; tfrewind run sets it aside and "
+                     f"redoes that run" for p in sorted((hparams_path, results_path))], out
+  assert "10 finished runs, 2 unfinished ignored, 1 failed excluded" in out

@@ -102,3 +102,37 @@ def test_every_damaged_file_is_set_aside_and_the_rerun_equals_an_uninterrupted_r
     assert [n for n in wa if wa[n] != wb[n]] == [], prefix
   for path in glob.glob(os.path.join(torn, "*", "*.json")):
     json.load(open(path))  # every file left in place reads whole
+
+
+@pytest.mark.slow
+@PROCESSES
+def test_a_damaged_tap_is_set_aside_and_that_budget_trains_alone(tmp_path):
+  """Shared prefixes: the 30-step fine-tuning run, killed at step 57, has written the taps of
+  the 10- and 15-step budgets (steps 50 and 55) into their folders. One tap's checkpoint is
+  truncated, the other's has a byte changed: the rerun sets both aside and trains those
+  budgets alone, and every result and final weight equals an uninterrupted shared sweep."""
+  from test_launch import BUDGETS  # pylint: disable=g-import-not-at-top
+  whole, torn = str(tmp_path / "whole"), str(tmp_path / "torn")
+  assert _run(BUDGETS + [f"--root={whole}"], tmp_path)[0] == 0
+  args = BUDGETS + [f"--root={torn}"]
+  assert _run(args, tmp_path, at=57, signal="KILL")[0] == -9
+  taps = sorted(glob.glob(os.path.join(torn, "prune_*", "shared", "ckpt.data-*")))
+  assert len(taps) == 2, taps
+  for path, how in zip(taps, ("truncate", "flip")):
+    _damage(path, how)
+  status, out = _run(args, tmp_path)
+  assert status == 0 and "Traceback" not in out, out
+  assert _set_aside(out) == sorted(os.path.dirname(p) for p in taps), out
+  a, b = results(whole), results(torn)
+  assert a.keys() == b.keys() and len(a) == 4
+  for name in a:
+    for key in ("test_accuracy", "test_loss", "epoch_eval_accuracy", "density", "steps"):
+      assert a[name][key] == b[name][key], (name, key)
+    # Trained alone, not written from the longer run's tap.
+    assert ("shared_from" in b[name]) == ("shared_from" in a[name] and not any(
+        name in t for t in taps)), name
+  for name in a:
+    wa, wb = [{n: v for n, v in _weights(root, name).items()
+               if n != "_CHECKPOINTABLE_OBJECT_GRAPH"} for root in (whole, torn)]
+    assert wa.keys() == wb.keys() and len(wa) > 10, name
+    assert [n for n in wa if wa[n] != wb[n]] == [], name
